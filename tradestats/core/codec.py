@@ -1,0 +1,159 @@
+"""Wire formats: the output topic's windowed key and JSON value, and the stored state records.
+
+The output key is exactly Kafka Streams' ``TimeWindowedSerializer`` for a String key: the UTF-8
+key bytes followed by the window start as an 8-byte big-endian epoch-millisecond long, so
+consumers of the original Java app read our output unchanged.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgspec
+
+from tradestats.core.aggregate import Aggregate
+
+__all__ = [
+    "PARTITION_META_KEY",
+    "PartitionMeta",
+    "WindowStats",
+    "decode_pane_parts",
+    "decode_partition_meta",
+    "decode_windowed_key",
+    "encode_pane_parts",
+    "encode_partition_meta",
+    "encode_windowed_key",
+    "window_stats",
+]
+
+_WINDOW_START = struct.Struct(">q")
+
+
+def encode_windowed_key(ticker: str, window_start: int) -> bytes:
+    """Kafka Streams' windowed key: key bytes + big-endian int64 window start."""
+    return ticker.encode() + _WINDOW_START.pack(window_start)
+
+
+def decode_windowed_key(data: bytes) -> tuple[str, int]:
+    """Inverse of :func:`encode_windowed_key`."""
+    if len(data) < _WINDOW_START.size:
+        raise ValueError(f"windowed key too short: {len(data)} bytes")
+    (start,) = _WINDOW_START.unpack_from(data, len(data) - _WINDOW_START.size)
+    return data[: -_WINDOW_START.size].decode(), start
+
+
+class WindowStats(msgspec.Struct, rename="camel", frozen=True):
+    """The output value: the original app's fields (``type``, ``ticker``, ``countTrades``,
+    ``sumPrice``, ``minPrice``, ``avgPrice``) plus max, volume, VWAP and the window bounds."""
+
+    ticker: str
+    type: str
+    count_trades: int
+    sum_price: float
+    min_price: float
+    max_price: float
+    avg_price: float
+    volume: int
+    vwap: float | None
+    window_start: int
+    window_end: int
+
+
+def window_stats(ticker: str, window_start: int, window_end: int, agg: Aggregate) -> WindowStats:
+    """The output value for one window of one ticker."""
+    return WindowStats(
+        ticker=ticker,
+        type=agg.type_label,
+        count_trades=agg.count,
+        sum_price=agg.sum_price,
+        min_price=agg.min_price,
+        max_price=agg.max_price,
+        avg_price=agg.avg_price,
+        volume=agg.volume,
+        vwap=agg.vwap,
+        window_start=window_start,
+        window_end=window_end,
+    )
+
+
+# --- stored state -------------------------------------------------------------------------
+#
+# One record per ticker holds all its live pane parts and the highest source offset applied
+# to them; one record per partition holds the stream clock. Both live in the same table and
+# changelog partition, written in order, so a restore never sees a clock ahead of the panes.
+
+PARTITION_META_KEY = b"\x00partition"
+_STATE_VERSION = 1
+_PANES_HEADER = struct.Struct("<BqI")
+_PANE_PART = struct.Struct("<qHqdddqdB")
+_META = struct.Struct("<Bqqq")
+
+
+def encode_pane_parts(applied_offset: int, parts: Iterable[tuple[int, int, Aggregate]]) -> bytes:
+    """Encode a ticker's pane parts ``(pane start, eligibility, aggregate)``."""
+    body = [
+        _PANE_PART.pack(
+            pane,
+            eligibility,
+            agg.count,
+            agg.sum_price,
+            agg.min_price,
+            agg.max_price,
+            agg.volume,
+            agg.notional,
+            agg.types,
+        )
+        for pane, eligibility, agg in parts
+    ]
+    return _PANES_HEADER.pack(_STATE_VERSION, applied_offset, len(body)) + b"".join(body)
+
+
+def decode_pane_parts(data: bytes) -> tuple[int, list[tuple[int, int, Aggregate]]]:
+    """Inverse of :func:`encode_pane_parts`: ``(applied offset, parts)``."""
+    version, applied_offset, count = _PANES_HEADER.unpack_from(data)
+    _check_version(version)
+    parts = []
+    for pane, eligibility, *fields in _PANE_PART.iter_unpack(data[_PANES_HEADER.size :]):
+        agg = Aggregate()
+        (
+            agg.count,
+            agg.sum_price,
+            agg.min_price,
+            agg.max_price,
+            agg.volume,
+            agg.notional,
+            agg.types,
+        ) = fields
+        parts.append((pane, eligibility, agg))
+    if len(parts) != count:
+        raise ValueError(f"pane record holds {len(parts)} parts, header says {count}")
+    return applied_offset, parts
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMeta:
+    """A partition's clock: stream time, how far closed windows were emitted, last offset.
+
+    Times are epoch milliseconds, ``NO_TIME`` before the first trade.
+    """
+
+    stream_time: int
+    emitted_time: int
+    applied_offset: int
+
+
+def encode_partition_meta(meta: PartitionMeta) -> bytes:
+    return _META.pack(_STATE_VERSION, meta.stream_time, meta.emitted_time, meta.applied_offset)
+
+
+def decode_partition_meta(data: bytes) -> PartitionMeta:
+    version, stream_time, emitted_time, applied_offset = _META.unpack(data)
+    _check_version(version)
+    return PartitionMeta(stream_time, emitted_time, applied_offset)
+
+
+def _check_version(version: int) -> None:
+    if version != _STATE_VERSION:
+        raise ValueError(f"unsupported state record version {version}")

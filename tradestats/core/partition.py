@@ -1,0 +1,397 @@
+"""The state of one input partition: stream time, per-ticker panes, and what to emit and store.
+
+This is the whole aggregation logic, with no I/O: the faust layer feeds it batches of source
+records, sends what it returns (window results, dead letters) and stores its checkpoints.
+
+Exactness under at-least-once delivery rests on three rules:
+
+* Each ticker record stores the highest source offset folded into it, and the partition record
+  stores the last offset processed with the stream clock. A replayed record at or below either
+  is not applied twice.
+* A window's value is a pure function of the stored panes (see :mod:`.windows` on eligibility),
+  so a window emitted again after a crash has the identical value.
+* The caller writes a checkpoint only once the results sent before it are acknowledged, so a
+  stored ``emitted_time`` never claims a window that was not durably emitted.
+* A changelog may end anywhere inside the last checkpoint, so a restore can see a ticker record
+  of checkpoint *k+1* with the partition record of checkpoint *k*. Panes are therefore dropped
+  only once their windows closed before the *previous* checkpoint's ``emitted_time``: replay
+  from checkpoint *k*'s clock never reaches those windows again, so they are never emitted
+  again without the panes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from tradestats.core.aggregate import TYPE_BITS, Aggregate
+from tradestats.core.codec import (
+    PARTITION_META_KEY,
+    PartitionMeta,
+    WindowStats,
+    decode_pane_parts,
+    decode_partition_meta,
+    encode_pane_parts,
+    encode_partition_meta,
+    window_stats,
+)
+from tradestats.core.trades import Reason, Rejected, decode_trade
+from tradestats.core.windows import NO_TIME, WindowSpec
+
+__all__ = [
+    "BatchOutcome",
+    "Checkpoint",
+    "DeadLetter",
+    "EmitMode",
+    "PartitionState",
+    "SourceRecord",
+]
+
+
+class EmitMode(StrEnum):
+    FINAL = "final"
+    """Each window once, when it closes (Kafka Streams' ``suppress(untilWindowCloses)``)."""
+    UPDATE = "update"
+    """Changed windows at every checkpoint, coalesced like Kafka Streams' record cache."""
+
+
+class SourceRecord(Protocol):
+    """What the state needs of a consumed record (an aiokafka ``ConsumerRecord`` fits)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that cannot be aggregated, and why."""
+
+    record: SourceRecord
+    reason: Reason
+    detail: str
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What one batch did: counts for metrics, and the records for the dead-letter topic."""
+
+    aggregated: int = 0
+    late: int = 0
+    replayed: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """State records to store, in order, and (update mode) the window values to emit."""
+
+    writes: list[tuple[bytes, bytes | None]]
+    updates: list[WindowStats]
+
+
+class _Ticker:
+    """One ticker's live panes: pane start -> eligibility -> aggregate."""
+
+    __slots__ = ("applied_offset", "changed", "panes")
+
+    def __init__(self, applied_offset: int = -1) -> None:
+        self.applied_offset = applied_offset
+        self.panes: dict[int, dict[int, Aggregate]] = {}
+        # pane start -> lowest eligibility changed since the last checkpoint (update mode)
+        self.changed: dict[int, int] = {}
+
+    def parts(self) -> Iterable[tuple[int, int, Aggregate]]:
+        for pane, by_eligibility in self.panes.items():
+            for eligibility, agg in by_eligibility.items():
+                yield pane, eligibility, agg
+
+
+class PartitionState:
+    """Aggregates one partition's trades into hopping windows (see module docstring)."""
+
+    def __init__(
+        self, spec: WindowSpec, emit_mode: EmitMode = EmitMode.FINAL, retention_ms: int = 0
+    ) -> None:
+        self.spec = spec
+        self.emit_mode = emit_mode
+        self.retention_ms = retention_ms
+        self.stream_time = NO_TIME
+        self.emitted_time = NO_TIME
+        self.applied_offset = -1
+        self._checkpointed_emitted_time = NO_TIME
+        self._tickers: dict[str, _Ticker] = {}
+        self._pane_tickers: dict[int, set[str]] = {}
+        self._dirty: set[str] = set()
+        self._meta_dirty = False
+        self._fresh_pane = NO_TIME
+        self._next_boundary = NO_TIME
+        self._advance_clock()
+
+    # --- processing ----------------------------------------------------------------------
+
+    def process(self, records: Iterable[SourceRecord]) -> BatchOutcome:
+        """Fold a batch of source records (in offset order) into the panes."""
+        outcome = BatchOutcome()
+        dead_letters = outcome.dead_letters
+        spec = self.spec
+        pane_ms = spec.pane_ms
+        tickers = self._tickers
+        dirty = self._dirty
+        track_changes = self.emit_mode is EmitMode.UPDATE
+        stream_time = self.stream_time
+        applied = self.applied_offset
+        for record in records:
+            offset = record.offset
+            if offset <= applied:
+                outcome.replayed += 1
+                continue
+            applied = offset
+            try:
+                trade = decode_trade(record.key, record.value)
+            except Rejected as rejected:
+                dead_letters.append(DeadLetter(record, rejected.reason, rejected.detail))
+                continue
+            timestamp = record.timestamp
+            if timestamp < 0:
+                dead_letters.append(
+                    DeadLetter(record, Reason.BAD_TIMESTAMP, f"record timestamp {timestamp}")
+                )
+                continue
+            if timestamp > stream_time:
+                stream_time = self.stream_time = timestamp
+                if stream_time >= self._next_boundary:
+                    self._advance_clock()
+            pane = timestamp - timestamp % pane_ms
+            if pane >= self._fresh_pane:
+                eligibility = 0
+            else:
+                found = spec.eligibility(pane, stream_time)
+                if found is None:
+                    outcome.late += 1
+                    dead_letters.append(
+                        DeadLetter(
+                            record,
+                            Reason.LATE,
+                            f"every window of timestamp {timestamp} closed "
+                            f"(stream time {stream_time})",
+                        )
+                    )
+                    continue
+                eligibility = found
+            name = trade.ticker
+            ticker = tickers.get(name)
+            if ticker is None:
+                ticker = tickers[name] = _Ticker()
+            elif offset <= ticker.applied_offset:
+                outcome.replayed += 1
+                continue
+            by_eligibility = ticker.panes.get(pane)
+            if by_eligibility is None:
+                by_eligibility = ticker.panes[pane] = {}
+                self._pane_tickers.setdefault(pane, set()).add(name)
+            agg = by_eligibility.get(eligibility)
+            if agg is None:
+                agg = by_eligibility[eligibility] = Aggregate()
+            agg.add(trade.price, trade.size, TYPE_BITS[trade.type])
+            ticker.applied_offset = offset
+            if track_changes:
+                changed = ticker.changed.get(pane)
+                if changed is None or eligibility < changed:
+                    ticker.changed[pane] = eligibility
+            dirty.add(name)
+            outcome.aggregated += 1
+        if applied != self.applied_offset:
+            self.applied_offset = applied
+            self._meta_dirty = True
+        return outcome
+
+    def close_idle(self) -> bool:
+        """Move stream time past every open window, as if time went on without trades.
+
+        Returns whether the clock moved (there were open windows holding data).
+        """
+        if not self._pane_tickers:
+            return False
+        newest_close = self.spec.last_close_of_pane(max(self._pane_tickers))
+        if newest_close <= self.stream_time:
+            return False
+        self.stream_time = newest_close
+        self._meta_dirty = True
+        self._advance_clock()
+        return True
+
+    def close_windows(self) -> list[WindowStats]:
+        """Results of the windows closed since the last call (final mode), oldest first."""
+        if self.emitted_time == self.stream_time:
+            return []
+        spec = self.spec
+        results: list[WindowStats] = []
+        if self.emit_mode is EmitMode.FINAL:
+            low = spec.first_open_window(self.emitted_time)
+            high = spec.first_open_window(self.stream_time)
+            starts = sorted(
+                {
+                    start
+                    for pane in self._pane_tickers
+                    for start in spec.windows_of_pane(pane)
+                    if low <= start < high
+                }
+            )
+            for start in starts:
+                names: set[str] = set()
+                for pane in spec.panes_of_window(start):
+                    names |= self._pane_tickers.get(pane, set())
+                for name in sorted(names):
+                    stats = self._window(name, self._tickers[name], start)
+                    if stats is not None:
+                        results.append(stats)
+        self.emitted_time = self.stream_time
+        self._meta_dirty = True
+        return results
+
+    # --- checkpoints and restore ---------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """Changed state records since the last checkpoint, and update-mode emissions.
+
+        Panes whose windows all closed more than the retention before the previous
+        checkpoint's ``emitted_time`` are dropped here (see the module docstring); a ticker
+        left without panes gets a tombstone.
+        """
+        updates = self._changed_windows() if self.emit_mode is EmitMode.UPDATE else []
+        self._expire()
+        writes: list[tuple[bytes, bytes | None]] = []
+        for name in sorted(self._dirty):
+            ticker = self._tickers[name]
+            if ticker.panes:
+                writes.append(
+                    (name.encode(), encode_pane_parts(ticker.applied_offset, ticker.parts()))
+                )
+            else:
+                del self._tickers[name]
+                writes.append((name.encode(), None))
+        self._dirty.clear()
+        if writes or self._meta_dirty:
+            writes.append((PARTITION_META_KEY, encode_partition_meta(self.meta)))
+            self._meta_dirty = False
+            self._checkpointed_emitted_time = self.emitted_time
+        return Checkpoint(writes, updates)
+
+    @property
+    def meta(self) -> PartitionMeta:
+        return PartitionMeta(self.stream_time, self.emitted_time, self.applied_offset)
+
+    @property
+    def has_pending_changes(self) -> bool:
+        return bool(self._dirty) or self._meta_dirty
+
+    @classmethod
+    def restore(
+        cls,
+        records: Iterable[tuple[bytes, bytes]],
+        spec: WindowSpec,
+        emit_mode: EmitMode = EmitMode.FINAL,
+        retention_ms: int = 0,
+    ) -> PartitionState:
+        """Rebuild from stored records (as written by :meth:`checkpoint`)."""
+        state = cls(spec, emit_mode, retention_ms)
+        for key, value in records:
+            if key == PARTITION_META_KEY:
+                meta = decode_partition_meta(value)
+                state.stream_time = meta.stream_time
+                state.emitted_time = state._checkpointed_emitted_time = meta.emitted_time
+                state.applied_offset = meta.applied_offset
+                continue
+            name = key.decode()
+            applied_offset, parts = decode_pane_parts(value)
+            ticker = state._tickers[name] = _Ticker(applied_offset)
+            for pane, eligibility, agg in parts:
+                ticker.panes.setdefault(pane, {})[eligibility] = agg
+                state._pane_tickers.setdefault(pane, set()).add(name)
+        state._advance_clock()
+        return state
+
+    # --- queries -------------------------------------------------------------------------
+
+    def windows(self, name: str) -> list[tuple[WindowStats, bool]]:
+        """A ticker's open and still-retained closed windows, newest first, with ``closed``."""
+        ticker = self._tickers.get(name)
+        if ticker is None:
+            return []
+        spec = self.spec
+        starts = sorted(
+            {start for pane in ticker.panes for start in spec.windows_of_pane(pane)}, reverse=True
+        )
+        results = []
+        for start in starts:
+            close = spec.close_time(start)
+            closed = close <= self.stream_time
+            if closed and close + self.retention_ms <= self.emitted_time:
+                continue  # some of its panes may be gone already
+            stats = self._window(name, ticker, start)
+            if stats is not None:
+                results.append((stats, closed))
+        return results
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tickers
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _advance_clock(self) -> None:
+        """Recompute the hot-path thresholds after stream time crossed a window close."""
+        spec = self.spec
+        first_open = spec.first_open_window(self.stream_time)
+        self._next_boundary = spec.close_time(first_open)
+        # The oldest pane whose every window is still open: first_window_of_pane >= first_open.
+        threshold = first_open - spec.advance_ms + spec.size_ms - spec.pane_ms
+        self._fresh_pane = threshold - threshold % spec.pane_ms + spec.pane_ms
+
+    def _window(self, name: str, ticker: _Ticker, start: int) -> WindowStats | None:
+        spec = self.spec
+        total = Aggregate()
+        for pane in spec.panes_of_window(start):
+            by_eligibility = ticker.panes.get(pane)
+            if by_eligibility:
+                index = spec.window_index(pane, start)
+                for eligibility in sorted(by_eligibility):
+                    if eligibility <= index:
+                        total.merge(by_eligibility[eligibility])
+        if not total.count:
+            return None
+        return window_stats(name, start, start + spec.size_ms, total)
+
+    def _changed_windows(self) -> list[WindowStats]:
+        spec = self.spec
+        results = []
+        for name in sorted(self._dirty):
+            ticker = self._tickers[name]
+            starts = {
+                start
+                for pane, lowest in ticker.changed.items()
+                for start in spec.windows_of_pane(pane)[lowest:]
+            }
+            ticker.changed.clear()
+            for start in sorted(starts):
+                stats = self._window(name, ticker, start)
+                if stats is not None:
+                    results.append(stats)
+        return results
+
+    def _expire(self) -> None:
+        spec = self.spec
+        horizon = self._checkpointed_emitted_time - self.retention_ms
+        for pane in [p for p in self._pane_tickers if spec.last_close_of_pane(p) <= horizon]:
+            for name in self._pane_tickers.pop(pane):
+                ticker = self._tickers[name]
+                del ticker.panes[pane]
+                ticker.changed.pop(pane, None)
+                self._dirty.add(name)
