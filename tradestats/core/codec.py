@@ -24,6 +24,7 @@ __all__ = [
     "decode_windowed_key",
     "encode_pane_parts",
     "encode_partition_meta",
+    "encode_window_stats",
     "encode_windowed_key",
     "window_stats",
 ]
@@ -59,6 +60,14 @@ class WindowStats(msgspec.Struct, rename="camel", frozen=True):
     vwap: float | None
     window_start: int
     window_end: int
+
+
+_stats_encoder = msgspec.json.Encoder()
+
+
+def encode_window_stats(stats: WindowStats) -> bytes:
+    """The output value: JSON with the original app's camelCase field names."""
+    return _stats_encoder.encode(stats)
 
 
 def window_stats(ticker: str, window_start: int, window_end: int, agg: Aggregate) -> WindowStats:

@@ -341,6 +341,22 @@ class PartitionState:
                 results.append((stats, closed))
         return results
 
+    def open_window_count(self) -> int:
+        """Windows, summed over tickers, that hold trades and are still open (for metrics)."""
+        spec = self.spec
+        first_open = spec.first_open_window(self.stream_time)
+        return sum(
+            len(
+                {
+                    start
+                    for pane in ticker.panes
+                    for start in spec.windows_of_pane(pane)
+                    if start >= first_open
+                }
+            )
+            for ticker in self._tickers.values()
+        )
+
     def __contains__(self, name: object) -> bool:
         return name in self._tickers
 

@@ -1,0 +1,113 @@
+"""The faust wiring: app, topics, state table, the agent, and the pipeline service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from tradestats.service.kafka import faust_broker, faust_credentials
+from tradestats.service.metrics import Metrics
+from tradestats.service.pipeline import Pipeline
+from tradestats.service.store import StateTable
+from tradestats.service.transport import BatchingTransport, BatchSchema
+from tradestats.settings import Settings
+
+__all__ = ["Service", "build_app"]
+
+STATE_TABLE = "trade-state"
+#: Batches waiting per partition queue; each batch is up to ``_MAX_POLL_RECORDS`` records.
+_STREAM_BUFFER_BATCHES = 8
+_MAX_POLL_RECORDS = 5000
+
+
+@dataclass(frozen=True)
+class Service:
+    """What the worker is made of, for the CLI, the web views and tests."""
+
+    app: faust.App
+    settings: Settings
+    pipeline: Pipeline
+    table: StateTable
+    metrics: Metrics
+
+
+def build_app(settings: Settings) -> Service:
+    """A faust app that runs tradestats with these settings (nothing starts until it runs)."""
+    app = faust.App(
+        settings.app_id,
+        env={},  # settings come from our Settings object only
+        broker=faust_broker(settings),
+        broker_credentials=faust_credentials(settings),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        topic_disable_leader=True,
+        table_standby_replicas=settings.standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.group_instance_id,
+        broker_session_timeout=settings.kafka_session_timeout_ms / 1000.0,
+        broker_commit_interval=settings.commit_interval_ms / 1000.0,
+        broker_max_poll_records=_MAX_POLL_RECORDS,
+        stream_buffer_maxsize=_STREAM_BUFFER_BATCHES,
+        web_enabled=True,
+        web_bind=settings.web_bind,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        canonical_url=settings.web_url,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_metrics_enabled=False,
+    )
+    app.transport = BatchingTransport(app.conf.broker_consumer, app, [settings.trades_topic])
+    metrics = Metrics()
+
+    def topic(name: str, **kwargs: Any) -> faust.TopicT:
+        return app.topic(
+            name,
+            partitions=settings.topic_partitions,
+            replicas=settings.topic_replication_factor,
+            internal=True,  # faust creates it when missing
+            **kwargs,
+        )
+
+    trades = topic(settings.trades_topic, schema=BatchSchema())
+    declared = [topic(settings.stats_topic), topic(settings.dlq_topic)]
+
+    table = StateTable(
+        app,
+        name=STATE_TABLE,
+        beacon=app.tables.beacon,
+        partitions=settings.topic_partitions,
+        key_type=bytes,  # raw bytes: keys hash like the input topic's (routing)
+        value_type=bytes,
+        help="Per-ticker pane aggregates and per-partition stream clocks.",
+        extra_topic_configs={
+            "segment.bytes": settings.changelog_segment_bytes,
+            "segment.ms": 600_000,
+            "min.cleanable.dirty.ratio": 0.1,
+        },
+        options={
+            "driver": "rocksdict",
+            "block_cache_size": settings.rocksdb_block_cache_bytes,
+            "write_buffer_size": settings.rocksdb_write_buffer_bytes,
+            "max_write_buffer_number": 2,
+            "max_open_files": 256,
+        },
+    )
+    app.tables.add(table)
+    pipeline = Pipeline(app, settings, table, metrics, declared)
+    table.on_recovered = pipeline.on_recovered
+    app.add_dependency(pipeline)
+
+    @app.agent(trades, name="aggregate-trades")
+    async def aggregate_trades(stream: faust.StreamT) -> None:
+        assert isinstance(stream, faust.Stream)
+        async for event in stream.noack().events():
+            await pipeline.handle(event)
+
+    return Service(app, settings, pipeline, table, metrics)

@@ -1,0 +1,71 @@
+"""Kafka client settings (addresses, TLS, SASL) for faust and for the worker's own producer."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import faust
+from faust.types.auth import CredentialsT
+
+from tradestats.settings import Settings
+
+__all__ = ["client_config", "faust_broker", "faust_credentials", "producer_config"]
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    )
+    if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
+        context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    return context
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """aiokafka keyword arguments for the connection (secrets stay out of logs: not repr'd)."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+        "ssl_context": _ssl_context(settings),
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None  # checked by Settings
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl_plain_username"] = settings.kafka_sasl_username
+        config["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return config
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """The worker's producer: durable (acks=all, idempotent) and lightly batched."""
+    return {
+        **client_config(settings),
+        "client_id": f"{settings.app_id}-{settings.group_instance_id or settings.web_host}",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        **overrides,
+    }
+
+
+def faust_broker(settings: Settings) -> list[str]:
+    return [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")]
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    context = _ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None

@@ -1,0 +1,55 @@
+"""Logging: readable text by default, one JSON object per line with ``LOG_FORMAT=json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+__all__ = ["JsonFormatter", "logging_config"]
+
+#: Attributes every LogRecord has; anything else was passed with ``extra=`` and is kept.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", ...extra fields (partition, offset)}``."""
+
+    converter = time.gmtime  # type: ignore[assignment]  # typeshed is stricter than logging
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def logging_config(level: str, fmt: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` mapping for the worker."""
+    formatter: dict[str, Any] = (
+        {"()": JsonFormatter}
+        if fmt == "json"
+        else {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        # aiokafka and faust are chatty at INFO about every (re)join and fetch position
+        "loggers": {"aiokafka": {"level": "WARNING"}},
+    }

@@ -1,0 +1,300 @@
+"""The worker's processing loop around :class:`PartitionState`: batches in; results, dead letters
+and checkpoints out; state restored after every assignment.
+
+The order of operations is what makes the results exact under failure (see
+:mod:`tradestats.core.partition`):
+
+1. A batch is folded into its partition's state; windows it closes are sent at once, and so
+   are its dead letters. Its event is *not* acknowledged yet.
+2. Every ``COMMIT_INTERVAL_MS`` (and at once on rebalance or shutdown) a checkpoint is taken:
+   the state's changed records are snapshotted; every result sent before the snapshot must be
+   acknowledged by Kafka; then the records go to the changelog; once acknowledged they are
+   applied to RocksDB with their changelog offset; only then are the batches' events acked,
+   which lets faust commit their source offsets.
+3. A partition without trades for ``WINDOW_IDLE_CLOSE_MS`` has its clock moved past its open
+   windows; that clock is made durable by a checkpoint *before* those windows are emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+from faust.types import TP, AppT, EventT, TopicT
+from mode import Service
+
+from tradestats.core.codec import WindowStats, encode_window_stats, encode_windowed_key
+from tradestats.core.partition import DeadLetter, EmitMode, PartitionState
+from tradestats.service.kafka import producer_config
+from tradestats.service.metrics import Metrics
+from tradestats.service.store import StateTable
+from tradestats.service.transport import RecordBatch
+from tradestats.settings import Settings
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
+
+_TICK_SECONDS = 0.1
+
+
+class Pipeline(Service):
+    """Owns the partition states of one worker and runs the checkpoint protocol."""
+
+    def __init__(
+        self,
+        app: AppT,
+        settings: Settings,
+        table: StateTable,
+        metrics: Metrics,
+        output_topics: Sequence[TopicT],
+    ) -> None:
+        super().__init__()
+        self._output_topics = output_topics
+        self.app = app
+        self.settings = settings
+        self.table = table
+        self.metrics = metrics
+        self._spec = settings.window_spec
+        self._states: dict[int, PartitionState] = {}
+        self._pending_events: dict[int, list[EventT]] = {}
+        self._unacknowledged: list[asyncio.Future[Any]] = []
+        self._last_trade: dict[int, float] = {}
+        self._idle_closing: dict[int, asyncio.Event] = {}
+        self._checkpoint_lock = asyncio.Lock()
+        self._last_checkpoint = time.monotonic()
+        self._producer: AIOKafkaProducer | None = None
+        self._stats_partitions = 0
+        self._dlq_partitions = 0
+        self._recovered_generation: int | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        for topic in self._output_topics:
+            await topic.maybe_declare()
+        self._producer = AIOKafkaProducer(**producer_config(self.settings))
+        await self._producer.start()
+        self._stats_partitions = len(await self._producer.partitions_for(self.settings.stats_topic))
+        self._dlq_partitions = len(await self._producer.partitions_for(self.settings.dlq_topic))
+
+    async def on_stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    @property
+    def ready(self) -> bool:
+        """Partitions assigned, state restored, not rebalancing."""
+        return (
+            self._recovered_generation is not None
+            and self._recovered_generation == self.app.consumer_generation_id
+            and not self.app.rebalancing
+        )
+
+    # --- processing ----------------------------------------------------------------------
+
+    async def handle(self, event: EventT) -> None:
+        """Fold one batch event into its partition's state and send what it produced."""
+        partition = event.message.partition
+        closing = self._idle_closing.get(partition)
+        if closing is not None:
+            await closing.wait()
+        state = self._states.get(partition) or self._restore(partition)
+        batch = event.value
+        assert isinstance(batch, RecordBatch)
+        outcome = state.process(batch.records)
+        results = state.close_windows()
+        self._pending_events.setdefault(partition, []).append(event)
+        if outcome.aggregated or outcome.late:
+            self._last_trade[partition] = time.monotonic()
+        metrics = self.metrics
+        metrics.trades_processed.inc(outcome.aggregated)
+        if outcome.late:
+            metrics.trades_late.inc(outcome.late)
+        if outcome.replayed:
+            metrics.records_replayed.inc(outcome.replayed)
+        if outcome.dead_letters:
+            await self._send_dead_letters(partition, outcome.dead_letters)
+        if results:
+            await self._send_results(results)
+
+    async def _send_results(self, results: Sequence[WindowStats]) -> None:
+        producer = self._require_producer()
+        topic = self.settings.stats_topic
+        now_ms = time.time() * 1000.0
+        for stats in results:
+            # Kafka Streams partitions windowed output by the inner key only
+            # (WindowedStreamPartitioner): all of a ticker's windows land in one partition.
+            ticker = stats.ticker.encode()
+            self._unacknowledged.append(
+                await producer.send(
+                    topic,
+                    encode_window_stats(stats),
+                    key=encode_windowed_key(stats.ticker, stats.window_start),
+                    partition=(murmur2(ticker) & 0x7FFFFFFF) % self._stats_partitions,
+                    timestamp_ms=stats.window_end - 1,
+                )
+            )
+            self.metrics.emit_latency.observe(max(0.0, (now_ms - stats.window_end) / 1000.0))
+        self.metrics.windows_emitted.inc(len(results))
+
+    async def _send_dead_letters(self, partition: int, dead_letters: Sequence[DeadLetter]) -> None:
+        producer = self._require_producer()
+        source = self.settings.trades_topic
+        for dead in dead_letters:
+            record = dead.record
+            headers = [
+                *(getattr(record, "headers", None) or ()),
+                ("tradestats.reason", dead.reason.value.encode()),
+                ("tradestats.error", dead.detail.encode()),
+                ("tradestats.source.topic", source.encode()),
+                ("tradestats.source.partition", str(partition).encode()),
+                ("tradestats.source.offset", str(record.offset).encode()),
+            ]
+            self._unacknowledged.append(
+                await producer.send(
+                    self.settings.dlq_topic,
+                    record.value,
+                    key=record.key,
+                    partition=partition % self._dlq_partitions,
+                    timestamp_ms=record.timestamp if record.timestamp >= 0 else None,
+                    headers=headers,
+                )
+            )
+            self.metrics.trades_dead_lettered.labels(dead.reason.value).inc()
+        log.warning(
+            "partition %d: %d record(s) dead-lettered (%s)",
+            partition,
+            len(dead_letters),
+            ", ".join(sorted({d.reason.value for d in dead_letters})),
+        )
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    async def checkpoint(self) -> None:
+        """Make every state change so far durable, then ack the events it covers."""
+        async with self._checkpoint_lock:
+            started = time.monotonic()
+            self._last_checkpoint = started
+            # Snapshot without awaiting: state, the events it covers, the results before it.
+            plans = []
+            for partition, state in self._states.items():
+                checkpoint = state.checkpoint()
+                events = self._pending_events.pop(partition, [])
+                if checkpoint.writes or checkpoint.updates or events:
+                    plans.append((partition, checkpoint, events))
+            if self.settings.emit_mode is EmitMode.UPDATE:
+                for _, checkpoint, _ in plans:
+                    await self._send_results(checkpoint.updates)
+            sent, self._unacknowledged = self._unacknowledged, []
+            if not plans and not sent:
+                return
+            await asyncio.gather(*sent)
+            producer = self._require_producer()
+            changelog = self.table.changelog_topic_name
+            flights = []
+            for partition, checkpoint, _ in plans:
+                if checkpoint.writes:
+                    futures = [
+                        await producer.send(changelog, value, key=key, partition=partition)
+                        for key, value in checkpoint.writes
+                    ]
+                    flights.append((partition, checkpoint.writes, futures))
+            for partition, writes, futures in flights:
+                acknowledged = await asyncio.gather(*futures)
+                self.table.store.apply_checkpoint(
+                    writes, TP(changelog, partition), acknowledged[-1].offset
+                )
+                self.metrics.changelog_records.inc(len(writes))
+            for _, _, events in plans:
+                for event in events:
+                    event.ack()
+            self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
+
+    @Service.timer(_TICK_SECONDS)
+    async def _tick(self) -> None:
+        urgent = self.app.rebalancing or self.app.should_stop
+        now = time.monotonic()
+        due = now - self._last_checkpoint >= self.settings.commit_interval_ms / 1000.0
+        if (urgent or due) and self._has_pending_work():
+            await self.checkpoint()
+        if not urgent:
+            await self._close_idle_partitions(now)
+
+    def _has_pending_work(self) -> bool:
+        return (
+            bool(self._unacknowledged)
+            or any(self._pending_events.values())
+            or any(state.has_pending_changes for state in self._states.values())
+        )
+
+    async def _close_idle_partitions(self, now: float) -> None:
+        idle_after = self.settings.window_idle_close_ms / 1000.0
+        for partition, last in list(self._last_trade.items()):
+            state = self._states.get(partition)
+            if state is None or now - last < idle_after:
+                continue
+            del self._last_trade[partition]
+            done = self._idle_closing[partition] = asyncio.Event()
+            try:
+                if state.close_idle():
+                    log.info("partition %d idle: closing its open windows", partition)
+                    await self.checkpoint()  # the moved clock is durable before any result
+                    await self._send_results(state.close_windows())
+            finally:
+                del self._idle_closing[partition]
+                done.set()
+
+    # --- assignment ----------------------------------------------------------------------
+
+    async def on_recovered(self, partitions: set[int]) -> None:
+        """Table recovery finished: keep the states of kept partitions, load the new ones."""
+        for partition in set(self._states) - partitions:
+            del self._states[partition]
+            self._last_trade.pop(partition, None)
+            self._pending_events.pop(partition, None)
+        for partition in sorted(partitions - set(self._states)):
+            state = self._restore(partition)
+            results = state.close_windows()  # closed before the crash, maybe never emitted
+            if results:
+                await self._send_results(results)
+        self._recovered_generation = self.app.consumer_generation_id
+        self.metrics.rebalances.inc()
+        log.info("ready: active partitions %s", sorted(partitions))
+
+    def _restore(self, partition: int) -> PartitionState:
+        started = time.monotonic()
+        state = PartitionState.restore(
+            self.table.store.partition_items(partition),
+            self._spec,
+            self.settings.emit_mode,
+            self.settings.window_retention_ms,
+        )
+        self._states[partition] = state
+        self.metrics.restored_partitions.inc()
+        log.info(
+            "partition %d: state loaded in %.3f s (stream time %d, last offset %d)",
+            partition,
+            time.monotonic() - started,
+            state.stream_time,
+            state.applied_offset,
+        )
+        return state
+
+    # --- queries -------------------------------------------------------------------------
+
+    def partition_state(self, partition: int) -> PartitionState | None:
+        return self._states.get(partition)
+
+    def open_windows(self) -> int:
+        return sum(state.open_window_count() for state in self._states.values())
+
+    def _require_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("pipeline producer not started")
+        return self._producer

@@ -1,0 +1,99 @@
+"""Deliver the trades topic to the agent in per-partition batches instead of one event per record.
+
+faust turns every consumed record into a message, an event and a trip through the conductor,
+a queue and the stream iterator: about 13 k events/s here for an agent that does nothing,
+against 365 k records/s for a bare aiokafka loop. This module keeps all of faust's machinery
+(consumer group, assignment, flow control, acks and commits, recovery) but hands the agent one
+event per fetched batch of a partition, whose value is the list of aiokafka records. The event
+carries the batch's last offset, so acking it commits the whole batch; faust records the offsets
+in between as a gap, the same bookkeeping it uses for compacted topics.
+
+Every other topic (changelogs during recovery and standby replication, faust's own topics) is
+delivered record by record, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, AppT, Message
+from faust.types.tuples import ConsumerMessage
+
+__all__ = ["BatchSchema", "BatchingTransport", "RecordBatch"]
+
+
+class RecordBatch:
+    """The records of one partition fetched together, in offset order (aiokafka records)."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: Sequence[Any]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class BatchSchema(faust.Schema):
+    """The batch is already decoded: hand it to the agent as it is."""
+
+    def loads_key(self, app: AppT, message: Message, **kwargs: Any) -> Any:
+        return message.key
+
+    def loads_value(self, app: AppT, message: Message, **kwargs: Any) -> Any:
+        return message.value
+
+
+class _BatchingConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer, wrapping the batched topics' records into one message each."""
+
+    batched_topics: frozenset[str] = frozenset()
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109
+        records, active_partitions = await super()._wait_next_records(timeout)
+        if records:
+            batched = self.batched_topics
+            records = {
+                tp: [RecordBatch(batch)] if tp.topic in batched and batch else batch
+                for tp, batch in records.items()
+            }
+        return records, active_partitions
+
+    def _to_message(self, tp: TP, record: Any) -> ConsumerMessage:
+        if not isinstance(record, RecordBatch):
+            return super()._to_message(tp, record)
+        last = record.records[-1]
+        return ConsumerMessage(
+            tp.topic,
+            tp.partition,
+            last.offset,
+            last.timestamp / 1000.0,
+            last.timestamp_type,
+            None,
+            None,
+            record,  # type: ignore[arg-type]  # the batch travels as the message value
+            None,
+            0,
+            len(record),
+            tp,
+            generation_id=self.app.consumer_generation_id,
+        )
+
+
+class BatchingTransport(faust_aiokafka.Transport):
+    """The aiokafka transport whose consumer batches the given topics (see module docstring)."""
+
+    Consumer = _BatchingConsumer
+
+    def __init__(self, urls: Iterable[Any], app: AppT, batched_topics: Iterable[str]) -> None:
+        super().__init__(list(urls), app)
+        self.batched_topics = frozenset(batched_topics)
+
+    def create_consumer(self, callback: Any, **kwargs: Any) -> Any:
+        consumer = super().create_consumer(callback, **kwargs)
+        assert isinstance(consumer, _BatchingConsumer)
+        consumer.batched_topics = self.batched_topics
+        return consumer
