@@ -12,6 +12,7 @@ from tradestats.service.metrics import Metrics
 from tradestats.service.pipeline import Pipeline
 from tradestats.service.store import StateTable
 from tradestats.service.transport import BatchingTransport, BatchSchema
+from tradestats.service.web import install_views
 from tradestats.settings import Settings
 
 __all__ = ["Service", "build_app"]
@@ -110,4 +111,6 @@ def build_app(settings: Settings) -> Service:
         async for event in stream.noack().events():
             await pipeline.handle(event)
 
-    return Service(app, settings, pipeline, table, metrics)
+    service = Service(app, settings, pipeline, table, metrics)
+    install_views(service)
+    return service

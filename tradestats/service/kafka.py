@@ -6,11 +6,18 @@ import ssl
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 from faust.types.auth import CredentialsT
 
 from tradestats.settings import Settings
 
-__all__ = ["client_config", "faust_broker", "faust_credentials", "producer_config"]
+__all__ = [
+    "client_config",
+    "faust_broker",
+    "faust_credentials",
+    "partition_for_key",
+    "producer_config",
+]
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -69,3 +76,8 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     if context is not None:
         return faust.SSLCredentials(context)
     return None
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), as the Java producer places keyed records."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions

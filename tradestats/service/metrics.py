@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -19,6 +19,9 @@ from tradestats.core.trades import Reason
 __all__ = ["Metrics"]
 
 PREFIX = "tradestats"
+
+# `*_created` series double the exposition and no dashboard here reads them.
+disable_created_metrics()
 
 
 class _ScrapeTimeGauges(Collector):

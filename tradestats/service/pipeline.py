@@ -21,16 +21,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 from faust.types import TP, AppT, EventT, TopicT
 from mode import Service
 
 from tradestats.core.codec import WindowStats, encode_window_stats, encode_windowed_key
 from tradestats.core.partition import DeadLetter, EmitMode, PartitionState
-from tradestats.service.kafka import producer_config
+from tradestats.service.kafka import partition_for_key, producer_config
 from tradestats.service.metrics import Metrics
 from tradestats.service.store import StateTable
 from tradestats.service.transport import RecordBatch
@@ -72,6 +71,7 @@ class Pipeline(Service):
         self._stats_partitions = 0
         self._dlq_partitions = 0
         self._recovered_generation: int | None = None
+        self._last_progress = time.monotonic()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -110,6 +110,7 @@ class Pipeline(Service):
         outcome = state.process(batch.records)
         results = state.close_windows()
         self._pending_events.setdefault(partition, []).append(event)
+        self._last_progress = time.monotonic()
         if outcome.aggregated or outcome.late:
             self._last_trade[partition] = time.monotonic()
         metrics = self.metrics
@@ -130,13 +131,12 @@ class Pipeline(Service):
         for stats in results:
             # Kafka Streams partitions windowed output by the inner key only
             # (WindowedStreamPartitioner): all of a ticker's windows land in one partition.
-            ticker = stats.ticker.encode()
             self._unacknowledged.append(
                 await producer.send(
                     topic,
                     encode_window_stats(stats),
                     key=encode_windowed_key(stats.ticker, stats.window_start),
-                    partition=(murmur2(ticker) & 0x7FFFFFFF) % self._stats_partitions,
+                    partition=partition_for_key(stats.ticker.encode(), self._stats_partitions),
                     timestamp_ms=stats.window_end - 1,
                 )
             )
@@ -291,8 +291,31 @@ class Pipeline(Service):
     def partition_state(self, partition: int) -> PartitionState | None:
         return self._states.get(partition)
 
+    def active_partitions(self) -> list[int]:
+        return sorted(self._states)
+
     def open_windows(self) -> int:
         return sum(state.open_window_count() for state in self._states.values())
+
+    def consumer_lag(self) -> dict[int, int]:
+        """Records after the last one processed, per active input partition."""
+        lag = {}
+        for partition, state in self._states.items():
+            highwater = self.app.consumer.highwater(TP(self.settings.trades_topic, partition))
+            if highwater is not None:
+                lag[partition] = max(0, highwater - state.applied_offset - 1)
+        return lag
+
+    def recovery_remaining(self) -> int:
+        """Changelog records faust still has to replay for the active partitions."""
+        recovery = cast(Any, self.app.tables).recovery
+        return int(recovery.active_remaining_total())
+
+    def stalled_for(self) -> float:
+        """Seconds without progress while input is waiting (0 when idle or keeping up)."""
+        if not self.ready or not any(self.consumer_lag().values()):
+            return 0.0
+        return time.monotonic() - self._last_progress
 
     def _require_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
