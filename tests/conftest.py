@@ -1,0 +1,41 @@
+"""Session fixtures: the real Kafka broker every integration test talks to.
+
+The broker is the project's own (``tradestats.devbroker``), started once per session with
+SASL and TLS listeners besides PLAINTEXT, or an external one named by
+``KAFKA_BOOTSTRAP_SERVERS``. If it cannot start, every test that needs it errors: broker tests
+are never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tradestats.devbroker import LocalKafka
+
+
+@dataclass(frozen=True)
+class Broker:
+    """How tests reach the session broker (``local`` is None for an external broker)."""
+
+    bootstrap_servers: str
+    local: LocalKafka | None
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield Broker(external, None)
+        return
+    state_dir = Path(tmp_path_factory.mktemp("kafka"))
+    broker = LocalKafka(state_dir, sasl=True, tls=True, heap="768m")
+    broker.start(timeout=180)  # a fresh machine resolves the jars with Maven first
+    try:
+        yield Broker(broker.bootstrap_servers, broker)
+    finally:
+        broker.stop()

@@ -1,0 +1,5 @@
+"""``python -m tradestats`` is the ``tradestats`` command."""
+
+from tradestats.cli import main
+
+main()
