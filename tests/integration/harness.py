@@ -103,15 +103,15 @@ async def consume(
     topic: str,
     *,
     done: Callable[[list[ConsumerRecord]], bool],
-    timeout: float,
+    within: float,
 ) -> list[ConsumerRecord]:
-    """Read the topic from the start until ``done(records)`` or the timeout."""
+    """Read the topic from the start until ``done(records)``, for at most ``within`` seconds."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
     )
     await consumer.start()
     records: list[ConsumerRecord] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     try:
         while not done(records) and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)

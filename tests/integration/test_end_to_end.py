@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -111,7 +112,7 @@ async def test_known_trades_and_bad_records_give_exact_windows_and_dead_letters(
             kafka.bootstrap_servers,
             topics.stats,
             done=lambda records: len(records) >= len(expected.windows),
-            timeout=60,
+            within=60,
         )
         await asyncio.sleep(2)  # anything emitted twice would arrive by now
         stats = await consume_quiet(kafka.bootstrap_servers, topics.stats)
@@ -119,7 +120,7 @@ async def test_known_trades_and_bad_records_give_exact_windows_and_dead_letters(
         assert verdict.windows == len(expected.windows)
 
         dead = await consume(
-            kafka.bootstrap_servers, topics.dlq, done=lambda r: len(r) >= rejected, timeout=30
+            kafka.bootstrap_servers, topics.dlq, done=lambda r: len(r) >= rejected, within=30
         )
         check_dead_letters(dead, expected.invalid, expected.late, bad, topics.trades)
 
@@ -188,8 +189,9 @@ async def test_sigkill_mid_stream_and_restart_on_the_same_data_dir_stays_exact(
 
         feeding = asyncio.create_task(feed())
         await consume(
-            kafka.bootstrap_servers, topics.stats, done=lambda r: len(r) >= 100, timeout=60
+            kafka.bootstrap_servers, topics.stats, done=lambda r: len(r) >= 800, within=60
         )
+        assert not feeding.done(), "the kill must come while input is still arriving"
         worker.kill()
         await asyncio.sleep(1)
         worker.start()
@@ -202,11 +204,12 @@ async def test_sigkill_mid_stream_and_restart_on_the_same_data_dir_stays_exact(
             kafka.bootstrap_servers,
             topics.stats,
             done=lambda r: len({x.key for x in r}) >= len(expected.windows),
-            timeout=90,
+            within=90,
         )
         stats = await consume_quiet(kafka.bootstrap_servers, topics.stats)
         verdict = check_windows(inputs, stats, exactly_once=False)
         assert verdict.windows == len(expected.windows)
-        assert verdict.duplicates > 0, "the kill should have forced some re-emission"
+        restored = re.findall(r"state loaded .* last offset (-?\d+)", worker.log_tail(400))
+        assert any(int(offset) >= 0 for offset in restored), "the restart found no local state"
     finally:
         worker.stop_quietly()

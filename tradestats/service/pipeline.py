@@ -214,7 +214,15 @@ class Pipeline(Service):
             for _, _, events in plans:
                 for event in events:
                     event.ack()
-            self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            self.metrics.checkpoint_seconds.observe(elapsed)
+            log.debug(
+                "checkpoint: %d results acknowledged, %d state records, %d batches acked, %.1f ms",
+                len(sent),
+                sum(len(writes) for _, writes, _ in flights),
+                sum(len(events) for _, _, events in plans),
+                elapsed * 1000,
+            )
 
     @Service.timer(_TICK_SECONDS)
     async def _tick(self) -> None:
