@@ -1,0 +1,52 @@
+"""The README's first command: the demo starts a worker and the load generator and shows stats."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Broker
+from tests.integration.harness import Topics, free_port
+
+pytestmark = pytest.mark.broker
+
+
+def test_demo_shows_window_results_flowing(kafka: Broker, tmp_path: Path) -> None:
+    topics = Topics.unique("demo")
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "APP_ID": topics.app_id,
+        "TRADES_TOPIC": topics.trades,
+        "STATS_TOPIC": topics.stats,
+        "DLQ_TOPIC": topics.dlq,
+        "WEB_PORT": str(free_port()),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tradestats",
+            "demo",
+            "--state-dir",
+            str(tmp_path),
+            "--duration",
+            "15",
+            "--rate",
+            "40",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [line for line in done.stdout.splitlines() if " n=" in line and "avg=" in line]
+    assert len(results) >= 20, done.stdout[-3000:]
+    assert "worker ready at http://127.0.0.1:" in done.stdout
+    assert (tmp_path / "worker-0").is_dir()  # the worker's RocksDB state lives there
