@@ -172,6 +172,7 @@ class Pipeline(Service):
             partition,
             len(dead_letters),
             ", ".join(sorted({d.reason.value for d in dead_letters})),
+            extra={"partition": partition, "offset": dead_letters[0].record.offset},
         )
 
     # --- checkpoints ---------------------------------------------------------------------
@@ -251,7 +252,11 @@ class Pipeline(Service):
             done = self._idle_closing[partition] = asyncio.Event()
             try:
                 if state.close_idle():
-                    log.info("partition %d idle: closing its open windows", partition)
+                    log.info(
+                        "partition %d idle: closing its open windows",
+                        partition,
+                        extra={"partition": partition},
+                    )
                     await self.checkpoint()  # the moved clock is durable before any result
                     await self._send_results(state.close_windows())
             finally:
@@ -291,6 +296,7 @@ class Pipeline(Service):
             time.monotonic() - started,
             state.stream_time,
             state.applied_offset,
+            extra={"partition": partition, "offset": state.applied_offset},
         )
         return state
 
