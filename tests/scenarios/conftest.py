@@ -1,0 +1,31 @@
+"""Fixtures of the scenarios: a local StatefulSet per test, its pods' logs shown on failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.scenarios.statefulset import StatefulSet
+
+
+@pytest.fixture
+def statefulset(tmp_path: Path) -> Iterator[Callable[[dict[str, str], int], StatefulSet]]:
+    """``statefulset(env, partitions)``: a StatefulSet under the test's tmp dir.
+
+    Every pod is SIGKILLed at teardown; the tails of their logs are printed (pytest shows
+    them when the test failed).
+    """
+    made: list[StatefulSet] = []
+
+    def make(env: dict[str, str], partitions: int) -> StatefulSet:
+        sts = StatefulSet(tmp_path / f"sts{len(made)}", env, partitions)
+        sts.root.mkdir(parents=True)
+        made.append(sts)
+        return sts
+
+    yield make
+    for sts in made:
+        sts.close()
+        print(sts.log_tails(60))
