@@ -25,8 +25,7 @@ import pytest
 
 from tests.conftest import Broker
 from tests.deploy.dockerfile import Stage, parse
-from tests.deploy.test_kubernetes import SHUTDOWN_SECONDS
-from tests.deploy.tools import REPO
+from tests.deploy.tools import REPO, SHUTDOWN_SECONDS
 from tests.integration.harness import Topics, free_port, worker_env
 
 pytestmark = pytest.mark.broker

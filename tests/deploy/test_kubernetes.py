@@ -22,14 +22,19 @@ from tests.deploy.manifests import (
     env_references,
     pod_spec,
 )
-from tests.deploy.tools import REPO, app_paths, require_tool, run, settings_env_names
+from tests.deploy.tools import (
+    REPO,
+    SHUTDOWN_SECONDS,
+    app_paths,
+    require_tool,
+    run,
+    settings_env_names,
+)
 
 #: Kubernetes versions the core resources must validate against: the newest schema
 #: kubernetes-validate ships, and the oldest release with every field used here
 #: (persistentVolumeClaimRetentionPolicy is GA in 1.32).
 KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
-#: What SIGTERM-to-exit may take (tests/deploy/test_image_recipe.py measures it).
-SHUTDOWN_SECONDS = 30
 MIB = 1024 * 1024
 #: Resident memory of a worker besides RocksDB: interpreter, faust/aiokafka/aiohttp, window
 #: state and stream buffers under load (see the arithmetic in k8s/base/statefulset.yaml).

@@ -22,6 +22,7 @@ import pytest
 
 __all__ = [
     "REPO",
+    "SHUTDOWN_SECONDS",
     "TOOLS_BIN",
     "app_metric_names",
     "app_paths",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
+#: SIGTERM to exit, at most: the pods' terminationGracePeriodSeconds (measured by
+#: test_image_recipe.py).
+SHUTDOWN_SECONDS = 30
 TOOLS_BIN = Path(os.environ.get("TRADESTATS_TOOLS_BIN", REPO / ".local" / "tools" / "bin"))
 
 
