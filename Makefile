@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit lint format broker broker-stop clean
+.PHONY: help install tools demo test test-unit lint format broker broker-stop clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,10 +19,23 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install tradestats with its dev tools
 
+# The deployment validators live in their own virtualenv: checkov's dependencies conflict
+# with the project's pins. tests/deploy finds them in .local/tools/bin.
+TOOLS := .local/tools
+TOOLS_STAMP := $(TOOLS)/.installed-$(shell cat tests/deploy/requirements-tools.txt | sha1sum | cut -c1-12)
+
+$(TOOLS_STAMP): tests/deploy/requirements-tools.txt
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet -r tests/deploy/requirements-tools.txt
+	@rm -f $(TOOLS)/.installed-* && touch $@
+
+tools: $(TOOLS_STAMP) ## Install the deployment validators (hadolint, check-jsonschema, kubernetes-validate, checkov)
+
 demo: $(STAMP) ## Start a local Kafka broker, a worker and the load generator; print live stats
 	$(BIN)/tradestats demo
 
-test: $(STAMP) ## Run the whole test suite (starts its own Kafka broker)
+test: $(STAMP) $(TOOLS_STAMP) ## Run the whole test suite (starts its own Kafka broker)
 	$(BIN)/pytest
 
 test-unit: $(STAMP) ## Run only the broker-free tests

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
@@ -79,16 +80,29 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         self.window_spec  # noqa: B018 - raises ValueError on an invalid combination
+        if self.kafka_sasl_password and self.kafka_sasl_password_file:
+            raise ValueError("set KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, not both")
+        if self.kafka_sasl_password_file and not self.kafka_sasl_password_file.is_file():
+            raise ValueError(
+                f"KAFKA_SASL_PASSWORD_FILE {self.kafka_sasl_password_file} is not a file"
+            )
         if self.kafka_security_protocol.startswith("SASL") and not (
-            self.kafka_sasl_username and self.kafka_sasl_password
+            self.kafka_sasl_username and (self.kafka_sasl_password or self.kafka_sasl_password_file)
         ):
             raise ValueError(
-                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required with "
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD (or _FILE) are required with "
                 f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
             )
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
         return self
+
+    @property
+    def sasl_password(self) -> str | None:
+        """The SASL password, from the variable or the file (a mounted Secret)."""
+        if self.kafka_sasl_password_file:
+            return self.kafka_sasl_password_file.read_text().rstrip("\n")
+        return self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
 
     @property
     def window_spec(self) -> WindowSpec:

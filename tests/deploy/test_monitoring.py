@@ -15,10 +15,7 @@ MONITORING = REPO / "k8s" / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "tradestats.json"
 #: Metrics the dashboard charts that the worker does not export yet (proposed in the deploy
 #: issue's report). Remove a name once the app exports it.
-PROPOSED_METRICS = {
-    # gauge, label ticker: avgPrice of the latest window emitted for the ticker by its owner
-    "tradestats_window_avg_price",
-}
+PROPOSED_METRICS: set[str] = set()
 #: What the issue asks the dashboard to show, by panel title.
 REQUIRED_PANELS = {
     "Throughput",

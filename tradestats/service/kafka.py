@@ -39,10 +39,9 @@ def client_config(settings: Settings) -> dict[str, Any]:
         "ssl_context": _ssl_context(settings),
     }
     if settings.kafka_security_protocol.startswith("SASL"):
-        assert settings.kafka_sasl_password is not None  # checked by Settings
         config["sasl_mechanism"] = settings.kafka_sasl_mechanism
         config["sasl_plain_username"] = settings.kafka_sasl_username
-        config["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+        config["sasl_plain_password"] = settings.sasl_password
     return config
 
 
@@ -66,10 +65,9 @@ def faust_broker(settings: Settings) -> list[str]:
 def faust_credentials(settings: Settings) -> CredentialsT | None:
     context = _ssl_context(settings)
     if settings.kafka_security_protocol.startswith("SASL"):
-        assert settings.kafka_sasl_password is not None
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password.get_secret_value(),
+            password=settings.sasl_password,
             ssl_context=context,
             mechanism=settings.kafka_sasl_mechanism,
         )

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -94,6 +100,12 @@ class Metrics:
         )
         self.windows_emitted = Counter(
             f"{PREFIX}_windows_emitted", "Window results sent to the output topic.", registry=r
+        )
+        self.window_avg_price = Gauge(
+            f"{PREFIX}_window_avg_price",
+            "Average price of the latest window emitted for a ticker (by its owner only).",
+            ["ticker"],
+            registry=r,
         )
         self.emit_latency = Histogram(
             f"{PREFIX}_emit_latency_seconds",

@@ -65,6 +65,7 @@ class Pipeline(Service):
         self._unacknowledged: list[asyncio.Future[Any]] = []
         self._last_trade: dict[int, float] = {}
         self._idle_closing: dict[int, asyncio.Event] = {}
+        self._priced: dict[int, set[str]] = {}  # tickers with a window_avg_price series
         self._checkpoint_lock = asyncio.Lock()
         self._last_checkpoint = time.monotonic()
         self._producer: AIOKafkaProducer | None = None
@@ -122,9 +123,9 @@ class Pipeline(Service):
         if outcome.dead_letters:
             await self._send_dead_letters(partition, outcome.dead_letters)
         if results:
-            await self._send_results(results)
+            await self._send_results(partition, results)
 
-    async def _send_results(self, results: Sequence[WindowStats]) -> None:
+    async def _send_results(self, partition: int, results: Sequence[WindowStats]) -> None:
         producer = self._require_producer()
         topic = self.settings.stats_topic
         now_ms = time.time() * 1000.0
@@ -141,6 +142,8 @@ class Pipeline(Service):
                 )
             )
             self.metrics.emit_latency.observe(max(0.0, (now_ms - stats.window_end) / 1000.0))
+            self.metrics.window_avg_price.labels(stats.ticker).set(stats.avg_price)
+        self._priced.setdefault(partition, set()).update(stats.ticker for stats in results)
         self.metrics.windows_emitted.inc(len(results))
 
     async def _send_dead_letters(self, partition: int, dead_letters: Sequence[DeadLetter]) -> None:
@@ -190,8 +193,8 @@ class Pipeline(Service):
                 if checkpoint.writes or checkpoint.updates or events:
                     plans.append((partition, checkpoint, events))
             if self.settings.emit_mode is EmitMode.UPDATE:
-                for _, checkpoint, _ in plans:
-                    await self._send_results(checkpoint.updates)
+                for partition, checkpoint, _ in plans:
+                    await self._send_results(partition, checkpoint.updates)
             sent, self._unacknowledged = self._unacknowledged, []
             if not plans and not sent:
                 return
@@ -258,7 +261,7 @@ class Pipeline(Service):
                         extra={"partition": partition},
                     )
                     await self.checkpoint()  # the moved clock is durable before any result
-                    await self._send_results(state.close_windows())
+                    await self._send_results(partition, state.close_windows())
             finally:
                 del self._idle_closing[partition]
                 done.set()
@@ -271,11 +274,13 @@ class Pipeline(Service):
             del self._states[partition]
             self._last_trade.pop(partition, None)
             self._pending_events.pop(partition, None)
+            for ticker in self._priced.pop(partition, ()):
+                self.metrics.window_avg_price.remove(ticker)
         for partition in sorted(partitions - set(self._states)):
             state = self._restore(partition)
             results = state.close_windows()  # closed before the crash, maybe never emitted
             if results:
-                await self._send_results(results)
+                await self._send_results(partition, results)
         self._recovered_generation = self.app.consumer_generation_id
         self.metrics.rebalances.inc()
         log.info("ready: active partitions %s", sorted(partitions))

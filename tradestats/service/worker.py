@@ -15,6 +15,7 @@ __all__ = ["run_worker"]
 def run_worker(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit status."""
     uvloop.install()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     service = build_app(settings)
     worker = faust.Worker(
         service.app,
