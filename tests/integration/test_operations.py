@@ -83,6 +83,8 @@ async def test_ready_is_503_while_restoring_then_200(kafka: Broker, tmp_path: Pa
     # the restored state is the one that was lost: nothing is re-aggregated from the input
     metrics = worker.metrics()
     assert metrics["tradestats_trades_processed_total"] == 0
+    restored = metrics['tradestats_changelog_records_restored_total{role="active"}']
+    assert 0 < restored <= changelog_records
     worker.stop_quietly()
 
 

@@ -103,6 +103,9 @@ def build_app(settings: Settings) -> Service:
     app.tables.add(table)
     pipeline = Pipeline(app, settings, table, metrics, declared)
     table.on_recovered = pipeline.on_recovered
+    table.on_changelog_applied = lambda count, standby: metrics.changelog_records_restored.labels(
+        "standby" if standby else "active"
+    ).inc(count)
     app.add_dependency(pipeline)
 
     @app.agent(trades, name="aggregate-trades")

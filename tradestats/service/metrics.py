@@ -124,6 +124,15 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
             registry=r,
         )
+        self.changelog_records_restored = Counter(
+            f"{PREFIX}_changelog_records_restored",
+            "Changelog records replayed into the local store: 'active' to restore a partition"
+            " this worker owns, 'standby' to keep a warm copy of another's.",
+            ["role"],
+            registry=r,
+        )
+        for role in ("active", "standby"):
+            self.changelog_records_restored.labels(role)
         self.rebalances = Counter(
             f"{PREFIX}_rebalances",
             "Rebalances this worker completed (partitions assigned and state restored).",

@@ -12,13 +12,13 @@ a standby takeover all see the same state.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import faust
 import rocksdict
 from faust.stores import rocksdb
-from faust.types import TP
+from faust.types import TP, EventT
 
 __all__ = ["CheckpointStore", "StateTable"]
 
@@ -49,6 +49,8 @@ class StateTable(faust.Table):
 
     #: Called with the active partitions once faust has restored them after an assignment.
     on_recovered: Callable[[set[int]], Awaitable[None]] | None = None
+    #: Called with (records, standby?) for every changelog batch faust applies to RocksDB.
+    on_changelog_applied: Callable[[int, bool], None] | None = None
 
     def _new_store_by_url(self, url: Any) -> CheckpointStore:
         return CheckpointStore(
@@ -69,6 +71,13 @@ class StateTable(faust.Table):
         store = self.data
         assert isinstance(store, CheckpointStore)
         return store
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        events = list(batch)
+        super().apply_changelog_batch(events)
+        if self.on_changelog_applied is not None and events:
+            standby = self.app.assignor.is_standby(events[0].message.tp)
+            self.on_changelog_applied(len(events), standby)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
