@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535)
     web_bind: str = "0.0.0.0"
     canonical_url: str | None = None
+    health_stall_ms: int = Field(60_000, ge=1000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 

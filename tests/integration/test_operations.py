@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -224,3 +225,22 @@ async def test_json_logs_are_one_object_per_line(kafka: Broker, tmp_path: Path) 
     for entry in entries:
         assert {"time", "level", "logger", "message"} <= entry.keys(), entry
     assert any("partition" in entry and "offset" in entry for entry in entries)
+
+
+async def test_a_frozen_worker_fails_its_liveness_probe(kafka: Broker, tmp_path: Path) -> None:
+    """A wedged event loop cannot answer /health: the probe times out, Kubernetes restarts it."""
+    topics = Topics.unique("frozen")
+    await create_topics(kafka.bootstrap_servers, [topics.trades], PARTITIONS)
+    (worker,) = workers(tmp_path, worker_env(kafka.bootstrap_servers, topics, PARTITIONS), 1)
+    worker.start()
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        assert worker.get("/health") == (200, {"status": "ok"})
+        assert worker.process is not None
+        worker.process.send_signal(signal.SIGSTOP)
+        with pytest.raises(TimeoutError):
+            worker.get("/health", timeout=2)
+        worker.process.send_signal(signal.SIGCONT)
+        assert worker.get("/health")[0] == 200
+    finally:
+        worker.stop_quietly()

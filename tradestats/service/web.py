@@ -24,14 +24,12 @@ from tradestats.service.kafka import partition_for_key
 if TYPE_CHECKING:
     from tradestats.service.app import Service
 
-__all__ = ["FORWARDED_HEADER", "STALL_SECONDS", "install_views"]
+__all__ = ["FORWARDED_HEADER", "install_views"]
 
 log = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "X-Tradestats-Forwarded-By"
 _TICKER = re.compile(TICKER_PATTERN)
-#: The consumer is wedged if it has input waiting and has made no progress for this long.
-STALL_SECONDS = 60.0
 
 
 def install_views(service: Service) -> None:
@@ -53,7 +51,7 @@ def install_views(service: Service) -> None:
         if app.crash_reason is not None:
             return web.json({"status": "crashed", "reason": repr(app.crash_reason)}, status=503)
         stalled = pipeline.stalled_for()
-        if stalled > STALL_SECONDS:
+        if stalled > settings.health_stall_ms / 1000.0:
             reason = f"input waiting, no progress for {stalled:.0f} s"
             return web.json({"status": "stalled", "reason": reason}, status=503)
         return web.json({"status": "ok"})
