@@ -1,0 +1,225 @@
+"""``python -m bench``: produce the input once, run every contender on it, write the report.
+
+The broker is the project's own (``tradestats.devbroker.LocalKafka`` under
+``.local/bench-kafka``, reused when already running) unless ``KAFKA_BOOTSTRAP_SERVERS`` or
+``--bootstrap`` names another. Builds (the Kafka Streams jar, the Quix Streams environment)
+happen before anything is timed and are cached under ``~/.cache/tradestats/bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+import time
+import traceback
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.contenders.base import REPO_ROOT, Contender, Emission
+from bench.contenders.registry import all_contenders, select
+from bench.dataset import Dataset, DatasetSpec, produce_dataset
+from bench.harness import BenchSettings, Context, run_throughput
+from bench.kafkaio import KafkaOps
+from bench.latency import run_latency
+from bench.machine import describe_machine
+from bench.progress import Progress
+from bench.report import write_report
+from bench.results import ContenderResult, RunResult
+
+__all__ = ["main", "run"]
+
+QUICK = {
+    "trades": 5_000,
+    "event_rate": 500.0,
+    "sample": 0,
+    "latency_rate": 200.0,
+    "latency_seconds": 10.0,
+    "latency_warmup": 0.5,
+    "timeout": 300.0,
+}
+FULL = {
+    "trades": 1_000_000,
+    "event_rate": 10_000.0,
+    "sample": 10,
+    "latency_rate": 500.0,
+    "latency_seconds": 30.0,
+    "latency_warmup": 5.0,
+    "timeout": 3600.0,
+}
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("TRADESTATS_BENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tradestats" / "bench"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark tradestats against faust, Quix Streams, Kafka Streams and a "
+        "bare consumer on the same input, broker and machine.",
+    )
+    parser.add_argument("--quick", action="store_true", help="small, fast form (CI)")
+    parser.add_argument("--trades", type=int, help="input trades (default 1,000,000)")
+    parser.add_argument("--tickers", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--event-rate", type=float, help="trades per second of event time (default 10,000)"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--sample", type=int, help="tickers whose windows are checked (0 = all; default 10)"
+    )
+    parser.add_argument("--only", help="contenders to run: keys or names, e.g. a,b,e")
+    parser.add_argument("--latency-rate", type=float, help="fixed input rate, trades/s")
+    parser.add_argument("--latency-seconds", type=float, help="duration of the latency phase")
+    parser.add_argument("--latency-warmup", type=float, help="seconds not measured at start")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency phase")
+    parser.add_argument("--timeout", type=float, help="max seconds per contender run")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: own broker)")
+    parser.add_argument("--report", type=Path, help="Markdown report path")
+    parser.add_argument("--json", type=Path, help="results JSON path")
+    parser.add_argument("--plots-dir", type=Path, help="where the PNG plots go")
+    parser.add_argument("--work-dir", type=Path, help="logs and state (default .local/bench)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="build cache")
+    parser.add_argument("--quix-python", type=Path, help="a Python that has quixstreams")
+    parser.add_argument("--keep-topics", action="store_true", help="keep the run's topics")
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    run_dir = REPO_ROOT / ".local" / "bench" / ("quick" if args.quick else "full")
+    args.work_dir = args.work_dir or run_dir
+    if args.quick:
+        args.report = args.report or args.work_dir / "benchmarks.md"
+        args.json = args.json or args.work_dir / "benchmarks.json"
+        args.plots_dir = args.plots_dir or args.work_dir
+    else:
+        args.report = args.report or REPO_ROOT / "docs" / "benchmarks.md"
+        args.json = args.json or REPO_ROOT / "bench" / "results" / "benchmarks.json"
+        args.plots_dir = args.plots_dir or REPO_ROOT / "docs"
+    args.cache_dir = args.cache_dir or default_cache_dir()
+    return args
+
+
+def _bootstrap(args: argparse.Namespace, progress: Progress) -> str:
+    explicit = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if explicit:
+        return str(explicit)
+    from tradestats.devbroker import LocalKafka
+
+    progress.say("starting the project's broker under .local/bench-kafka ...")
+    broker = LocalKafka(REPO_ROOT / ".local" / "bench-kafka", heap="1g")
+    broker.start(timeout=300)
+    return broker.bootstrap_servers
+
+
+async def run(args: argparse.Namespace, progress: Progress) -> RunResult:
+    started = time.monotonic()
+    contenders = select(all_contenders(args.quix_python), args.only)
+    settings = BenchSettings(
+        trades=args.trades,
+        tickers=args.tickers,
+        partitions=args.partitions,
+        event_rate=args.event_rate,
+        seed=args.seed,
+        sample=args.sample,
+        latency_rate=args.latency_rate,
+        latency_seconds=args.latency_seconds,
+        latency_warmup=args.latency_warmup,
+        quiet_seconds=3.0,
+        timeout=args.timeout,
+        stall_seconds=120.0,
+        skip_latency=args.no_latency,
+    )
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    for contender in contenders:
+        contender.prepare(args.cache_dir, progress.say)
+    bootstrap = _bootstrap(args, progress)
+    run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:4]
+    result = RunResult(
+        command=" ".join(["python -m bench", *map(shlex.quote, sys.argv[1:])]),
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+        machine=describe_machine(),
+        settings={
+            key: value
+            for key, value in settings.__dict__.items()
+            if key not in ("skip_latency", "timeout", "stall_seconds")
+        },
+        dataset={},
+    )
+    ops = KafkaOps(bootstrap)
+    await ops.start()
+    ctx = Context(settings, ops, run_id, args.work_dir / run_id, progress)
+    topic = f"bench-{run_id}-trades"
+    try:
+        await ops.create_topics([topic], settings.partitions)
+        spec = DatasetSpec(
+            settings.trades, settings.tickers, settings.partitions, settings.event_rate, args.seed
+        )
+        produced = 0
+
+        def on_progress(count: int) -> None:
+            nonlocal produced
+            produced += count
+            progress.status(f"producing the input: {produced:,}/{spec.trades:,} trades")
+
+        dataset = await produce_dataset(
+            bootstrap, topic, spec, sample=settings.sample, on_progress=on_progress
+        )
+        progress.say(
+            f"input: {dataset.records:,} records ({dataset.bytes / 1e6:.1f} MB) on {topic}, "
+            f"{spec.span_ms / 1000:.0f} s of event time, produced in {dataset.seconds:.1f} s"
+        )
+        result.dataset = {
+            "topic": topic,
+            "records": dataset.records,
+            "bytes": dataset.bytes,
+            "event_seconds": spec.span_ms / 1000,
+            "sample_tickers": len(dataset.sample_tickers),
+            "closing_tickers": dataset.closing,
+        }
+        for contender in contenders:
+            result.contenders.append(await _run_contender(ctx, contender, dataset))
+    finally:
+        if not args.keep_topics:
+            mine = [t for t in await ops.list_topics() if run_id in t]
+            await ops.delete_topics(mine)
+        await ops.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+async def _run_contender(ctx: Context, contender: Contender, dataset: Dataset) -> ContenderResult:
+    """Both phases of one contender; an unexpected error fails it, not the whole run."""
+    try:
+        outcome = await run_throughput(ctx, contender, dataset)
+        if (
+            outcome.throughput is not None
+            and contender.emission is not Emission.NONE
+            and not ctx.settings.skip_latency
+        ):
+            await run_latency(ctx, contender, outcome)
+    except Exception as exc:
+        ctx.progress.say(f"[{contender.key} {contender.name}] harness error: {exc!r}")
+        outcome = ContenderResult(
+            contender.key, contender.name, contender.title, contender.emission
+        )
+        outcome.errors.append(f"harness error: {traceback.format_exc()}")
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    progress = Progress()
+    result = asyncio.run(run(args, progress))
+    result.write(args.json)
+    write_report(result, args.report, args.plots_dir)
+    progress.say(f"results: {args.json}\nreport: {args.report}")
+    progress.say(f"benchmark {'passed' if result.ok else 'FAILED'} in {result.seconds:.0f} s")
+    sys.exit(0 if result.ok else 1)

@@ -1,0 +1,121 @@
+"""Checking a contender's output against the brute-force oracle (``tests/oracle.py``).
+
+The check covers every window of a sample of tickers (all tickers by default in ``--quick``).
+What "correct" means depends on how the contender emits:
+
+* final results (tradestats, Quix Streams, Kafka Streams with suppress): exactly the expected
+  windows, each with the oracle's value; a window emitted twice must carry the same value;
+* updates (faust textbook, Kafka Streams without suppress): exactly the expected windows, and
+  the *last* update of each window (in its output partition's order) carries the oracle's
+  value.
+
+Values are compared with ``assert_window_values_match``: integers and strings exactly, floats
+to a relative 1e-9 (summation order differs between implementations).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from bench.contenders.base import Emission
+from bench.dataset import WINDOW_ADVANCE_MS, WINDOW_SIZE_MS, Dataset
+from bench.results import Correctness
+from tests.oracle import assert_window_values_match, expected_windows, window_value
+from tradestats.core.codec import decode_windowed_key
+
+__all__ = ["check_output", "read_topic"]
+
+_EXAMPLES = 3
+
+
+async def read_topic(bootstrap: str, topic: str, handle: Callable[[ConsumerRecord], None]) -> int:
+    """Feed every record now in ``topic`` to ``handle``, partition by partition, in order."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen = 0
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=50_000)
+            for tp, records in batches.items():
+                for record in records:
+                    handle(record)
+                seen += len(records)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def check_output(
+    bootstrap: str, topic: str, dataset: Dataset, emission: Emission
+) -> Correctness:
+    """Compare the sampled tickers' windows in ``topic`` with the oracle's."""
+    sampled = {ticker.encode() for ticker in dataset.sample_tickers}
+    last: dict[tuple[str, int], bytes] = {}
+    conflicts: list[tuple[str, int]] = []
+
+    def handle(record: ConsumerRecord) -> None:
+        key = record.key
+        if key is None or key[:-8] not in sampled:
+            return
+        window = decode_windowed_key(key)
+        previous = last.get(window)
+        if (
+            emission is Emission.FINAL
+            and previous is not None
+            and previous != record.value
+            and json.loads(previous) != json.loads(record.value)
+        ):
+            conflicts.append(window)
+        last[window] = record.value
+
+    await read_topic(bootstrap, topic, handle)
+    expected = expected_windows(dataset.sample, WINDOW_SIZE_MS, WINDOW_ADVANCE_MS)
+    problems: list[str] = []
+    missing = sorted(expected.windows.keys() - last.keys())
+    extra = sorted(last.keys() - expected.windows.keys())
+    if missing:
+        problems.append(f"{len(missing)} windows missing, e.g. {missing[:_EXAMPLES]}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected windows, e.g. {extra[:_EXAMPLES]}")
+    if conflicts:
+        problems.append(
+            f"{len(conflicts)} windows emitted with different values, e.g. {conflicts[:_EXAMPLES]}"
+        )
+    wrong: list[str] = []
+    for (ticker, start), trades in sorted(expected.windows.items()):
+        if (ticker, start) not in last:
+            continue
+        actual: dict[str, Any] = json.loads(last[(ticker, start)])
+        try:
+            assert_window_values_match(actual, window_value(ticker, start, WINDOW_SIZE_MS, trades))
+        except AssertionError as exc:
+            wrong.append(f"{(ticker, start)}: {str(exc)[:300]}")
+    if wrong:
+        problems.append(f"{len(wrong)} windows with wrong values, e.g. {wrong[:_EXAMPLES]}")
+    which = "last update per window" if emission is Emission.UPDATES else "final result"
+    detail = (
+        f"{len(expected.windows)} windows of {len(dataset.sample_tickers)} tickers, {which}: "
+        + ("; ".join(problems) if problems else "all match the oracle")
+    )
+    return Correctness(not problems, len(expected.windows), detail)

@@ -1,0 +1,104 @@
+"""What a run measured, as plain dataclasses (written to JSON, read back by the report)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ContenderResult", "Correctness", "Latency", "RunResult", "Throughput"]
+
+
+@dataclass
+class Throughput:
+    trades: int
+    """Input records consumed (trades and closing trades)."""
+    seconds: float
+    """From the first record consumed to done (input committed and output settled)."""
+    rate: float
+    startup_seconds: float
+    """From process start to the first record consumed (not part of ``seconds``)."""
+    cpu_seconds: float
+    """CPU (user + system) of the contender's process over ``seconds``."""
+    peak_rss_bytes: int
+    changelog_records: int
+    output_records: int
+
+    @property
+    def changelog_per_1000(self) -> float:
+        return self.changelog_records / self.trades * 1000 if self.trades else 0.0
+
+    @property
+    def trades_per_cpu_second(self) -> float:
+        return self.trades / self.cpu_seconds if self.cpu_seconds else 0.0
+
+
+@dataclass
+class Correctness:
+    passed: bool
+    windows_checked: int
+    detail: str
+
+
+@dataclass
+class Latency:
+    rate: float
+    """Input trades per second (fixed), wall-clock timestamps."""
+    seconds: float
+    windows: int
+    """Windows measured (complete, after the warm-up, closed before the input stopped)."""
+    incomplete: int
+    """Of the windows that should have been measured, those never emitted with all trades."""
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+
+@dataclass
+class ContenderResult:
+    key: str
+    name: str
+    title: str
+    emission: str
+    throughput: Throughput | None = None
+    correctness: Correctness | None = None
+    latency: Latency | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.errors
+            and self.throughput is not None
+            and (self.correctness is None or self.correctness.passed)
+        )
+
+
+@dataclass
+class RunResult:
+    command: str
+    started: str
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    dataset: dict[str, Any]
+    contenders: list[ContenderResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.contenders) and all(c.ok for c in self.contenders)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for raw, result in zip(data["contenders"], self.contenders, strict=True):
+            if result.throughput is not None:
+                raw["throughput"]["changelog_per_1000"] = result.throughput.changelog_per_1000
+                raw["throughput"]["trades_per_cpu_second"] = result.throughput.trades_per_cpu_second
+            raw["ok"] = result.ok
+        data["ok"] = self.ok
+        return data
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
