@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     kafka_sasl_username: str | None = None
+    kafka_sasl_username_file: Path | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_sasl_password_file: Path | None = None
     kafka_ssl_cafile: Path | None = None
@@ -81,29 +82,29 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         self.window_spec  # noqa: B018 - raises ValueError on an invalid combination
-        if self.kafka_sasl_password and self.kafka_sasl_password_file:
-            raise ValueError("set KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, not both")
-        if self.kafka_sasl_password_file and not self.kafka_sasl_password_file.is_file():
-            raise ValueError(
-                f"KAFKA_SASL_PASSWORD_FILE {self.kafka_sasl_password_file} is not a file"
-            )
         if self.kafka_security_protocol.startswith("SASL") and not (
-            self.kafka_sasl_username and (self.kafka_sasl_password or self.kafka_sasl_password_file)
+            self.sasl_username and self.sasl_password
         ):
             raise ValueError(
-                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD (or _FILE) are required with "
-                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD (or their _FILE variants) are "
+                f"required with KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
             )
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
         return self
 
     @property
+    def sasl_username(self) -> str | None:
+        """From KAFKA_SASL_USERNAME, else the file KAFKA_SASL_USERNAME_FILE names."""
+        return self.kafka_sasl_username or _read_secret(self.kafka_sasl_username_file)
+
+    @property
     def sasl_password(self) -> str | None:
-        """The SASL password, from the variable or the file (a mounted Secret)."""
-        if self.kafka_sasl_password_file:
-            return self.kafka_sasl_password_file.read_text().rstrip("\n")
-        return self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+        """From KAFKA_SASL_PASSWORD, else the file KAFKA_SASL_PASSWORD_FILE names (a mounted
+        Secret: files keep secrets out of the environment of every child process)."""
+        if self.kafka_sasl_password:
+            return self.kafka_sasl_password.get_secret_value()
+        return _read_secret(self.kafka_sasl_password_file)
 
     @property
     def window_spec(self) -> WindowSpec:
@@ -122,6 +123,14 @@ class Settings(BaseSettings):
     @property
     def table_dir(self) -> Path:
         return self.data_dir / "tables"
+
+
+def _read_secret(path: Path | None) -> str | None:
+    """The file's content without its trailing newline; None when unset or absent, so that
+    an optional Secret mounted for SASL does not break a PLAINTEXT deployment."""
+    if path is None or not path.is_file():
+        return None
+    return path.read_text().rstrip("\n") or None
 
 
 def load_settings(**overrides: object) -> Settings:

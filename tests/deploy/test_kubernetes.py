@@ -76,11 +76,14 @@ def test_no_secret_is_committed(rendered: dict[str, Rendered]) -> None:
     for variant in rendered.values():
         assert not variant.of_kind("Secret"), f"{variant.variant} renders a Secret"
         for container in containers(variant.workload()):
-            for entry in container.get("env", []):
-                if entry["name"] in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
-                    assert "value" not in entry, entry
-                    ref = entry["valueFrom"]["secretKeyRef"]
-                    assert ref["optional"] is True, entry  # created out of band, when needed
+            names = {entry["name"] for entry in container.get("env", [])}
+            # credentials come as files of a Secret, never as environment variables
+            assert not names & {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"}, names
+            assert {"KAFKA_SASL_USERNAME_FILE", "KAFKA_SASL_PASSWORD_FILE"} <= names
+        volumes = {v["name"]: v for v in variant.workload()["spec"]["template"]["spec"]["volumes"]}
+        secret = volumes["kafka-sasl"]["secret"]
+        assert secret["secretName"] == "tradestats-kafka-credentials"
+        assert secret["optional"] is True  # created out of band, when needed
 
 
 def test_environment_names_are_settings(rendered: dict[str, Rendered]) -> None:

@@ -25,10 +25,6 @@ CHECKOV_SKIPS = {
     # cannot run a different image, and a worker that restarts while the registry is unreachable
     # still starts — a stateful worker should not depend on the registry to recover.
     "CKV_K8S_15",
-    # "Prefer using secrets as files over secrets as environment variables": tradestats reads
-    # KAFKA_SASL_PASSWORD from the environment only (Settings has no file source). The variable
-    # comes from an optional secretKeyRef, never a literal, and is never logged (SecretStr).
-    "CKV_K8S_35",
 }
 
 

@@ -40,7 +40,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.kafka_security_protocol.startswith("SASL"):
         config["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        config["sasl_plain_username"] = settings.kafka_sasl_username
+        config["sasl_plain_username"] = settings.sasl_username
         config["sasl_plain_password"] = settings.sasl_password
     return config
 
@@ -66,7 +66,7 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     context = _ssl_context(settings)
     if settings.kafka_security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
+            username=settings.sasl_username,
             password=settings.sasl_password,
             ssl_context=context,
             mechanism=settings.kafka_sasl_mechanism,
