@@ -111,8 +111,15 @@ def build_app(settings: Settings) -> Service:
     @app.agent(trades, name="aggregate-trades")
     async def aggregate_trades(stream: faust.StreamT) -> None:
         assert isinstance(stream, faust.Stream)
-        async for event in stream.noack().events():
-            await pipeline.handle(event)
+        try:
+            async for event in stream.noack().events():
+                await pipeline.handle(event)
+        except Exception as exc:
+            # A batch may be half sent: restarting only the agent (faust's default) would let
+            # a later checkpoint claim results that never arrived. Stop the worker instead; it
+            # restarts from its last checkpoint and replays.
+            await app.crash(exc)
+            raise
 
     service = Service(app, settings, pipeline, table, metrics)
     install_views(service)

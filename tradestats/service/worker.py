@@ -28,4 +28,6 @@ def run_worker(settings: Settings) -> int:
         worker.execute_from_commandline()
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    except Exception:  # a crash, already logged by the worker with its traceback
+        return 1
     return 0
