@@ -19,7 +19,7 @@ import asyncio
 import bisect
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.contenders.base import Contender, Emission, RunSpec
@@ -79,6 +79,20 @@ class Context:
             partitions=self.settings.partitions,
             web_port=free_port(),
         )
+
+    def latency_spec(self, contender: Contender) -> RunSpec:
+        """The latency phase's run: its own, fresh input topic."""
+        run = self.run_spec(contender, "latency", "")
+        return replace(run, input_topic=f"{run.app_id}-in")
+
+    def topics_of(self, contender: Contender, input_topic: str) -> list[str]:
+        """Every topic the harness creates for ``contender`` (created up front, see cli)."""
+        latency = self.latency_spec(contender)
+        return [
+            self.run_spec(contender, "throughput", input_topic).output_topic,
+            latency.input_topic,
+            latency.output_topic,
+        ]
 
     def process(self, contender: Contender, run: RunSpec) -> ContenderProcess:
         return ContenderProcess(

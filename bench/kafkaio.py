@@ -46,6 +46,21 @@ class KafkaOps:
             await self._admin.create_topics([NewTopic(n, partitions, 1) for n in names])
         for name in names:
             await self.partitions(name, wait=30.0)
+        await self._wait_for_leaders(names, within=30.0)
+
+    async def _wait_for_leaders(self, names: list[str], within: float) -> None:
+        """Until the metadata names a leader for every partition of ``names``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        cluster = self._consumer._client.cluster
+        while True:
+            tps = [tp for name in names for tp in await self.partitions(name)]
+            if all(cluster.leader_for_partition(tp) not in (None, -1) for tp in tps):
+                return
+            if loop.time() >= deadline:
+                raise TimeoutError(f"no leader for some partitions of {names}")
+            await asyncio.sleep(0.2)
+            await self._consumer._client.force_metadata_update()
 
     async def delete_topics(self, names: Sequence[str]) -> None:
         existing = set(await self.list_topics())

@@ -91,8 +91,7 @@ async def run_latency(ctx: Context, contender: Contender, result: ContenderResul
     """Measure ``contender``'s emit latency; sets ``result.latency`` or adds an error."""
     settings = ctx.settings
     label = f"[{contender.key} {contender.name}]"
-    run = ctx.run_spec(contender, "latency", "")
-    run = type(run)(**{**run.__dict__, "input_topic": f"{run.app_id}-in"})
+    run = ctx.latency_spec(contender)
     await ctx.ops.create_topics([run.input_topic, run.output_topic], settings.partitions)
     producer = AIOKafkaProducer(bootstrap_servers=ctx.bootstrap, acks=1, linger_ms=0)
     await producer.start()

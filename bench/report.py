@@ -52,6 +52,41 @@ METHOD = """\
 """
 
 
+NOTES = """\
+## Notes on the contenders
+
+- **(a) tradestats** runs as deployed (`python -m tradestats worker`), configured by environment
+  variables only, all defaults except the topics, app id, data directory and web port. It is
+  not instrumented for the benchmark: its first record is seen by polling its `/metrics`
+  (`tradestats_trades_processed_total`), which can start its clock up to one poll (~0.3 s)
+  late.
+- **(b) faust textbook** (`bench/contenders/faust_app.py`): `Table(...).hopping(5, 1,
+  expires=1 h)` on RocksDB, `table[ticker] += trade` (a read-modify-write of each of the
+  trade's five windows, five changelog records per trade), `faust.Record` models. What the
+  textbook gets wrong, and why it emits updates: faust's `on_window_close` fires from a
+  wall-clock timer when windows expire by *wall-clock* time and tracks a single "last closed
+  window" for the whole table, so with six partitions on one worker it skips windows, and on a
+  backlog older than `expires` it drops windows that are still being updated. So after each
+  trade it reads the five windows it changed (`.delta(0..4)`) and sends each to the output
+  topic (five output records per trade, like Kafka Streams without a record cache); the last
+  update of each window is checked. Part of its cost is that emission.
+- **(c) Quix Streams** runs in a virtual environment of its own (it requires `pydantic<2.14`,
+  the project pins 2.14). `hopping_window(5000, 1000).reduce(...)` computing the same
+  statistics, `.final(closing_strategy="partition")`: windows close on the partition's stream
+  time as in Kafka Streams; Quix's default (`"key"`) would leave every ticker's last windows
+  open. Checkpoint (commit) interval 1 s instead of its default 5 s.
+- **(d) Kafka Streams** (`bench/kstreams`, Java 17, Kafka Streams 4.1.2): the talk's topology
+  with `TimeWindows.ofSizeWithNoGrace(5 s).advanceBy(1 s)`, Gson serdes as in the talk's demo,
+  `commit.interval.ms=1000` (default 30 s), default record cache (10 MB) and JVM options.
+  Without suppress it emits updates, coalesced per commit by the cache; **(d2)** adds
+  `suppress(untilWindowCloses(unbounded()))` and emits final results.
+- **(e) bare aiokafka**: a consumer group reading in batches of up to 20,000 records, each
+  value decoded by msgspec into a typed struct (the fastest JSON decoder in the project's
+  environment; orjson is not installed there), uvloop, auto-commit every second. No state, no
+  output: the ceiling for a Python consumer on this machine.
+"""
+
+
 def _ratio(value: float | None, reference: float | None) -> str:
     if not value or not reference:
         return "-"
@@ -161,6 +196,7 @@ def write_report(result: RunResult, path: Path, plots_dir: Path) -> None:
             latency_seconds=s["latency_seconds"],
             latency_warmup=s["latency_warmup"],
         ),
+        NOTES,
         "## Machine",
         "",
         f"- CPU: {m['cpu_model']}, {m['logical_cores']} logical cores "
