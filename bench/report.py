@@ -57,9 +57,8 @@ NOTES = """\
 
 - **(a) tradestats** runs as deployed (`python -m tradestats worker`), configured by environment
   variables only, all defaults except the topics, app id, data directory and web port. It is
-  not instrumented for the benchmark: its first record is seen by polling its `/metrics`
-  (`tradestats_trades_processed_total`), which can start its clock up to one poll (~0.3 s)
-  late.
+  not instrumented for the benchmark: its clock starts at its first `/ready` 200 (partitions
+  assigned, state restored; it starts fetching at once), which is a fetch early, never late.
 - **(b) faust textbook** (`bench/contenders/faust_app.py`): `Table(...).hopping(5, 1,
   expires=1 h)` on RocksDB, `table[ticker] += trade` (a read-modify-write of each of the
   trade's five windows, five changelog records per trade), `faust.Record` models. What the

@@ -11,8 +11,6 @@ from bench.process import ContenderProcess, Launch
 
 __all__ = ["Tradestats"]
 
-_PROCESSED = "tradestats_trades_processed_total "
-
 
 class Tradestats(Contender):
     key = "a"
@@ -38,14 +36,15 @@ class Tradestats(Contender):
         )
 
     def first_record_ms(self, proc: ContenderProcess, run: RunSpec) -> int | None:
-        """tradestats is not instrumented for the benchmark: poll its own trade counter."""
+        """tradestats is not instrumented for the benchmark: its first ``/ready`` 200 stands
+        for its first record. Ready means partitions assigned and state restored, and fetching
+        starts at once, so this starts its clock a fetch early (never late). Its trade counter
+        is no substitute: while a busy worker works through a backlog, its web server answers
+        late, which would start the clock late and flatter it."""
         try:
-            url = f"http://127.0.0.1:{run.web_port}/metrics"
+            url = f"http://127.0.0.1:{run.web_port}/ready"
             with urllib.request.urlopen(url, timeout=1.0) as response:
-                text = response.read().decode()
+                ready = response.status == 200
         except OSError:
             return None
-        for line in text.splitlines():
-            if line.startswith(_PROCESSED) and float(line[len(_PROCESSED) :]) > 0:
-                return int(time.time() * 1000)
-        return None
+        return int(time.time() * 1000) if ready else None
