@@ -57,8 +57,8 @@ NOTES = """\
 
 - **(a) tradestats** runs as deployed (`python -m tradestats worker`), configured by environment
   variables only, all defaults except the topics, app id, data directory and web port. It is
-  not instrumented for the benchmark: its clock starts at its first `/ready` 200 (partitions
-  assigned, state restored; it starts fetching at once), which is a fetch early, never late.
+  not instrumented for the benchmark: its clock starts at its log line `ready: active partitions`
+  (partitions assigned, state restored; it starts fetching at once): a fetch early, never late.
 - **(b) faust textbook** (`bench/contenders/faust_app.py`): `Table(...).hopping(5, 1,
   expires=1 h)` on RocksDB, `table[ticker] += trade` (a read-modify-write of each of the
   trade's five windows, five changelog records per trade), `faust.Record` models. What the

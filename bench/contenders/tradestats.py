@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import sys
-import time
-import urllib.request
+from datetime import datetime
 
 from bench.contenders.base import Contender, Emission, RunSpec
 from bench.process import ContenderProcess, Launch
 
 __all__ = ["Tradestats"]
+
+_READY_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*tradestats\.service\.pipeline: ready:", re.M
+)
 
 
 class Tradestats(Contender):
@@ -36,15 +40,17 @@ class Tradestats(Contender):
         )
 
     def first_record_ms(self, proc: ContenderProcess, run: RunSpec) -> int | None:
-        """tradestats is not instrumented for the benchmark: its first ``/ready`` 200 stands
-        for its first record. Ready means partitions assigned and state restored, and fetching
-        starts at once, so this starts its clock a fetch early (never late). Its trade counter
-        is no substitute: while a busy worker works through a backlog, its web server answers
-        late, which would start the clock late and flatter it."""
+        """tradestats is not instrumented for the benchmark: the time of its log line
+        ``ready: active partitions`` stands for its first record. Ready means partitions
+        assigned and state restored, and fetching starts at once, so this starts its clock a
+        fetch early (never late). Its web endpoints are no substitute: a worker busy with a
+        backlog answers them late, which would start the clock late and flatter it."""
         try:
-            url = f"http://127.0.0.1:{run.web_port}/ready"
-            with urllib.request.urlopen(url, timeout=1.0) as response:
-                ready = response.status == 200
-        except OSError:
+            text = proc.log_path.read_text(errors="replace")
+        except FileNotFoundError:
             return None
-        return int(time.time() * 1000) if ready else None
+        match = _READY_LINE.search(text)
+        if match is None:
+            return None
+        logged = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")  # local time
+        return int(logged.timestamp() * 1000)
