@@ -1,0 +1,422 @@
+"""``docs/recovery.md``: the tables, how they were measured, the machine, the command.
+
+Everything numeric is computed from a :class:`RunResult`, so regenerating the report after a
+new run (or with ``--from-results``) never leaves stale numbers behind. The observations are
+computed too; only the explanations of mechanisms are fixed text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+
+from bench.recovery.plan import format_bytes, format_count
+from bench.recovery.results import KINDS, Phases, Restart, RunResult, SizeResult, median
+
+__all__ = ["KIND_TITLES", "render_report"]
+
+KIND_TITLES = {
+    "warm-sigterm": "Warm, SIGTERM",
+    "warm-sigkill": "Warm, SIGKILL",
+    "cold": "Cold (empty volume)",
+    "standby": "Standby takeover",
+}
+PHASE_NAMES = [f.name for f in fields(Phases)]
+#: Typographic characters for the Markdown, spelled as escapes to keep the source ASCII.
+DASH, TIMES = "\u2013", "\u00d7"
+
+
+def _table(header: list[str], rows: Iterable[list[str]], right_from: int = 1) -> str:
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _secs(values: list[float]) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return DASH
+    text = f"{median(values):.2f}"
+    if len(values) > 1:
+        text += f" ({min(values):.2f}{DASH}{max(values):.2f})"
+    return text
+
+
+def _sec(value: float | None) -> str:
+    return DASH if value is None else f"{value:.2f}"
+
+
+def _count(values: Iterable[int]) -> str:
+    values = list(values)
+    if not values:
+        return DASH
+    low, high = min(values), max(values)
+    return f"{low:,}" if low == high else f"{low:,}{DASH}{high:,}"
+
+
+def _median_phase(restarts: list[Restart], name: str) -> float | None:
+    values = [getattr(r.phases, name) for r in restarts if getattr(r.phases, name) is not None]
+    return median(values) if values else None
+
+
+def _size_label(size: SizeResult) -> str:
+    return format_count(size.state.target_aggregates)
+
+
+def _results_table(run: RunResult) -> str:
+    header = ["Stored aggregates"]
+    for kind in (*KINDS, "standby"):
+        header += [f"{KIND_TITLES[kind]}: s", "replayed"]
+    rows = []
+    for size in run.sizes:
+        row = [f"{size.state.aggregates:,}"]
+        for kind in KINDS:
+            restarts = size.of_kind(kind)
+            row += [
+                _secs([r.seconds_to_ready for r in restarts]),
+                _count(r.records_replayed for r in restarts),
+            ]
+        takeover = size.takeover
+        if takeover is None:
+            row += [DASH, DASH]
+        else:
+            row += [_sec(takeover.restore_seconds), f"{takeover.records_replayed:,}"]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _phases_table(run: RunResult) -> str:
+    header = ["State", "Restart", *PHASE_NAMES, "total"]
+    rows = []
+    for size in run.sizes:
+        for kind in KINDS:
+            restarts = size.of_kind(kind)
+            if not restarts:
+                continue
+            phases = [_median_phase(restarts, name) for name in PHASE_NAMES]
+            total = median([r.seconds_to_ready for r in restarts])
+            rows.append([_size_label(size), KIND_TITLES[kind], *map(_sec, phases), _sec(total)])
+        if size.takeover is not None:
+            t = size.takeover
+            phases = [getattr(t.phases, name) for name in PHASE_NAMES]
+            rows.append(
+                [
+                    _size_label(size),
+                    "Standby (from kill)",
+                    *map(_sec, phases),
+                    _sec(t.total_seconds),
+                ]
+            )
+    return _table(header, rows, right_from=2)
+
+
+def _standby_table(run: RunResult) -> str:
+    header = [
+        "State",
+        "Partitions taken over",
+        "Kill → rebalance (detection)",
+        "Kill → assigned",
+        "Assigned → ready",
+        "Kill → ready",
+        "Records applied",
+        "Offsets read",
+        "Full restore would replay",
+        "Standby records before the kill",
+        "Rebalances",
+    ]
+    rows = []
+    for size in run.sizes:
+        t = size.takeover
+        if t is None:
+            continue
+        rows.append(
+            [
+                _size_label(size),
+                ", ".join(map(str, t.partitions)),
+                _sec(t.detection_seconds),
+                _sec(t.assigned_seconds),
+                _sec(t.restore_seconds),
+                _sec(t.total_seconds),
+                f"{t.records_replayed:,}",
+                DASH if t.offsets_replayed is None else f"{t.offsets_replayed:,}",
+                f"{t.full_restore_records:,}",
+                f"{t.standby_records:,}",
+                str(t.rebalances),
+            ]
+        )
+    return _table(header, rows, right_from=2)
+
+
+def _states_table(run: RunResult) -> str:
+    header = [
+        "Target",
+        f"Tickers {TIMES} panes",
+        "Aggregates found",
+        "Live keys",
+        "segment.bytes",
+        "Changelog records written",
+        "Left after compaction",
+        "On disk",
+        "Build",
+        "Cleaner wait",
+        "/metrics scrape",
+    ]
+    states = [("series", s.state) for s in run.sizes] + [
+        ("segments", s.state) for s in run.segments if not s.shared_with_series
+    ]
+    rows = []
+    for _, st in states:
+        rows.append(
+            [
+                format_count(st.target_aggregates),
+                f"{st.tickers:,} {TIMES} {st.panes}",
+                f"{st.aggregates:,}",
+                f"{st.live_keys:,}",
+                format_bytes(st.segment_bytes),
+                f"{st.changelog_offsets:,}",
+                f"{st.changelog_records:,}",
+                DASH if st.changelog_disk_bytes is None else format_bytes(st.changelog_disk_bytes),
+                f"{st.build_seconds:.0f} s",
+                f"{st.cleaner_wait_seconds:.0f} s",
+                f"{format_bytes(st.metrics_bytes)} in {st.metrics_seconds:.2f} s",
+            ]
+        )
+    return _table(header, rows)
+
+
+def _segments_table(run: RunResult) -> str:
+    header = [
+        "segment.bytes",
+        "Changelog records written",
+        "Left after compaction",
+        "On disk",
+        "Cold restart: s",
+        "Records replayed",
+        "Replayed per live key",
+    ]
+    rows = []
+    for seg in run.segments:
+        st = seg.state
+        replayed = [r.records_replayed for r in seg.cold]
+        rows.append(
+            [
+                format_bytes(seg.segment_bytes)
+                + (" (the series' run)" if seg.shared_with_series else ""),
+                f"{st.changelog_offsets:,}",
+                f"{st.changelog_records:,}",
+                DASH if st.changelog_disk_bytes is None else format_bytes(st.changelog_disk_bytes),
+                _secs([r.seconds_to_ready for r in seg.cold]),
+                _count(replayed),
+                f"{median([float(x) for x in replayed]) / max(1, st.live_keys):.2f}",
+            ]
+        )
+    return _table(header, rows)
+
+
+def _ratio(a: float, b: float) -> str:
+    return DASH if b <= 0 else f"{a / b:.1f}{TIMES}"
+
+
+def _observations(run: RunResult) -> list[str]:
+    notes = []
+    sizes = [s for s in run.sizes if s.of_kind("cold")]
+    if len(sizes) >= 2:
+        small, large = sizes[0], sizes[-1]
+
+        def med(size: SizeResult, kind: str, get: Callable[[Restart], float]) -> float:
+            return median([get(r) for r in size.of_kind(kind)])
+
+        growth = large.state.aggregates / max(1, small.state.aggregates)
+        seconds = lambda r: r.seconds_to_ready  # noqa: E731
+        notes.append(
+            f"From {small.state.aggregates:,} to {large.state.aggregates:,} aggregates "
+            f"({growth:.0f}{TIMES} the state), a warm SIGTERM restart went from "
+            f"{med(small, 'warm-sigterm', seconds):.2f} s to "
+            f"{med(large, 'warm-sigterm', seconds):.2f} s "
+            f"({_ratio(med(large, 'warm-sigterm', seconds), med(small, 'warm-sigterm', seconds))}"
+            f"), a cold restart from {med(small, 'cold', seconds):.2f} s to "
+            f"{med(large, 'cold', seconds):.2f} s "
+            f"({_ratio(med(large, 'cold', seconds), med(small, 'cold', seconds))})."
+        )
+        load = [r.phases.load for r in large.of_kind("warm-sigterm") if r.phases.load is not None]
+        if load:
+            notes.append(
+                f"At {large.state.aggregates:,} aggregates the warm restart spent "
+                f"{median(load):.2f} s (of {med(large, 'warm-sigterm', seconds):.2f} s) in the "
+                "*load* phase: tradestats reads each partition's whole state from RocksDB into "
+                "memory before it reports ready, so a warm restart is not free of the state "
+                "size either."
+            )
+        cold = large.of_kind("cold")
+        replay = [r.phases.replay for r in cold if r.phases.replay]
+        if replay:
+            rate = median([float(r.records_replayed) for r in cold]) / median(replay)
+            notes.append(
+                f"Cold replay at {large.state.aggregates:,} aggregates ran at about "
+                f"{rate:,.0f} changelog records/s ({median(replay):.2f} s of replay)."
+            )
+        boot = [r.phases.boot for s in sizes for r in s.restarts if r.phases.boot is not None]
+        join = [r.phases.join for s in sizes for r in s.restarts if r.phases.join is not None]
+        if boot and join:
+            notes.append(
+                f"Before any state is touched, every start spends about {median(boot):.2f} s "
+                f"starting the interpreter and importing faust (*boot*) and {median(join):.2f} s "
+                "starting services and joining the group (*join*; it includes a fixed 1 s sleep "
+                "in faust's `TableManager.on_start`): the floor under every restart."
+            )
+    takeovers = [s.takeover for s in run.sizes if s.takeover is not None]
+    if takeovers:
+        detections = [t.detection_seconds for t in takeovers if t.detection_seconds is not None]
+        if detections:
+            notes.append(
+                f"A SIGKILLed worker's partitions stayed unowned for {median(detections):.1f} s "
+                f"(median) before the survivor even started to rebalance: with static "
+                f"membership the group waits for the dead member's session to expire "
+                f"(KAFKA_SESSION_TIMEOUT_MS={run.plan.get('session_timeout_ms')})."
+            )
+    for seg in run.segments:
+        disk = seg.state.changelog_disk_bytes
+        per_partition = None if disk is None else disk / max(1, seg.state.partitions)
+        if per_partition is not None and per_partition < seg.segment_bytes:
+            notes.append(
+                f"With {format_bytes(seg.segment_bytes)} segments the changelog "
+                f"(about {format_bytes(int(per_partition))} per partition) never left its first, "
+                "active segment, which the log cleaner never compacts: a cold restore replayed "
+                "every version ever written."
+            )
+    if len(run.segments) >= 2:
+        first, last = run.segments[0], run.segments[-1]
+        a = median([float(r.records_replayed) for r in first.cold])
+        b = median([float(r.records_replayed) for r in last.cold])
+        notes.append(
+            f"With {format_bytes(last.segment_bytes)} segments a cold restore replayed "
+            f"{b:,.0f} records, with {format_bytes(first.segment_bytes)} segments {a:,.0f} "
+            f"({_ratio(b, a)}), for the same {first.state.live_keys:,} live keys."
+        )
+    return notes
+
+
+def render_report(run: RunResult, command: str, plots: list[str]) -> str:
+    m = run.machine
+    plan = run.plan
+    quick = " (quick form: tiny sizes, only to check the harness)" if run.quick else ""
+    parts = [
+        "# Recovery, measured",
+        "",
+        f"How long a tradestats worker takes to become ready again, and how many changelog "
+        f"records it replays, after a warm restart, a cold restart and a standby takeover, at "
+        f"several state sizes; and what the changelog's segment size does to a cold restore"
+        f"{quick}. Measured on {run.started[:10]} on the machine described below; regenerate "
+        f"with the command at the end.",
+        "",
+        *(f"![{p}]({p})" for p in plots),
+        "",
+        "## Time to ready and records replayed",
+        "",
+        "Seconds from worker process start to the first `200` on `/ready` (median of "
+        f"{plan.get('repeat')} run(s); range in brackets), and changelog records replayed into "
+        "the local store for the worker's active partitions. *Standby takeover*: seconds from the "
+        "moment the survivor was assigned the dead worker's partitions to its `/ready` answering "
+        "`200` for all partitions; the detection delay before that is in the takeover table.",
+        "",
+        _results_table(run),
+        "",
+        "## Where the time goes",
+        "",
+        "Each start split at log lines the worker writes anyway (wall clock, ms): *boot* = "
+        "process start → faust worker starting (interpreter, imports); *join* → partitions "
+        "assigned (services, table registration, group join); *open* → changelog recovery starts "
+        "(RocksDB opened, offsets read); *replay* → changelog replay complete; *load* → "
+        "tradestats loaded its state from RocksDB into memory; *answer* → `/ready` answered "
+        "(includes the 50 ms poll). Medians, seconds.",
+        "",
+        _phases_table(run),
+        "",
+        "## Standby takeover",
+        "",
+        "Two workers with `STANDBY_REPLICAS=1`; `tradestats-0` (owning all partitions) builds "
+        "the state, `tradestats-1` joins, takes some partitions and keeps a standby copy of the "
+        "others, which `tradestats-0` keeps. When `tradestats-1`'s standby replay has caught up, "
+        "`tradestats-0` is SIGKILLed. *Detection*: kill → `tradestats-1`'s `/ready` turns 503 "
+        "(its rebalance began: the dead member's session expired); *assigned*: its log line "
+        "`Executing _on_partitions_assigned`; *ready*: `/ready` 200 with every partition.",
+        "",
+        _standby_table(run),
+        "",
+        "## Segment size and cold restore",
+        "",
+        f"Cold restarts of a {format_count(int(plan.get('segment_state', 0)))}-aggregate state "
+        "built the same way under different changelog `segment.bytes` "
+        "(`CHANGELOG_SEGMENT_BYTES`, fixed when the changelog topic is created), after the log "
+        "cleaner had settled. The cleaner never touches a partition's active segment, so the "
+        "larger the segment, the more superseded versions a restore replays.",
+        "",
+        _segments_table(run),
+        "",
+        "## The states measured",
+        "",
+        "Built by a real worker from trades with explicit timestamps, one trade per ticker per "
+        "1 s pane, pane after pane, each pane checkpointed before the next is produced: each "
+        "ticker record is written once per pane (that many versions of each key in the "
+        "changelog), and at the end every pane is still live. *Aggregates found* counts the pane "
+        "aggregates in the latest changelog record of every live key (read back after the cleaner "
+        "settled), which is the state a restore rebuilds.",
+        "",
+        _states_table(run),
+        "",
+        "## Observations",
+        "",
+        *(f"- {note}" for note in _observations(run)),
+        "- Warm restarts replay (next to) nothing here because the worker is idle when it is "
+        "stopped: its RocksDB store holds every checkpoint it wrote. Under load the tail is at "
+        "most one checkpoint (one record per ticker of a partition plus its clock record), which "
+        "`tests/scenarios/test_recovery.py` asserts.",
+        "",
+        "## How it was measured",
+        "",
+        f"- Broker: {run.broker}. Topics: `{plan.get('partitions')}` partitions, replication 1.",
+        "- Workers: `python -m tradestats worker` processes, as deployed, via the scenario "
+        "harness's local StatefulSet (`tests/scenarios/statefulset.py`: stable names, static "
+        "membership, one data directory each). Settings: "
+        f"`COMMIT_INTERVAL_MS={plan.get('commit_interval_ms')}`, "
+        f"`KAFKA_SESSION_TIMEOUT_MS={plan.get('session_timeout_ms')}`, `STANDBY_REPLICAS=1`, "
+        "`WINDOW_IDLE_CLOSE_MS=3600000` (nothing is idle-closed away), other settings default.",
+        "- Warm SIGTERM / SIGKILL: stop the worker, start it on the same `DATA_DIR`. Cold: stop "
+        "it, delete its `DATA_DIR`, start it. The restarted worker rejoins with the same static "
+        "member id, so the group hands it its partitions back without waiting for a session "
+        "timeout.",
+        "- Time to ready: `/ready` polled every 50 ms from process start. Records replayed: "
+        '`tradestats_changelog_records_restored_total{role="active"}` of the new process (the '
+        "takeover: its increase on the survivor). faust's own recovery report (high-water minus "
+        "local offset) is kept in the raw results as `offsets_replayed`.",
+        "- The log cleaner: the broker wakes it every 2 s; before measuring cold restores the "
+        "benchmark waits until the changelog's size on disk stops changing.",
+        "- No load runs during the measurements, and the machine is not isolated: compare "
+        "numbers within one run only.",
+        "",
+        "## Machine",
+        "",
+        f"- {m.get('cpu_model')}, {m.get('logical_cores')} logical cores, "
+        f"{m.get('memory_gib')} GiB RAM; {m.get('os')}",
+        f"- Python {m.get('python')}, Java {m.get('java')}, Kafka {m.get('kafka')}",
+        f"- Load average (1, 5, 15 min) at start {m.get('load_average_at_start')}, at end "
+        f"{m.get('load_average_at_end')}",
+        f"- Date: {run.started} to {run.finished} ({run.duration_seconds / 60:.1f} min)",
+        "",
+        "## Regenerate",
+        "",
+        "From the repository root (starts its own broker under `.local/bench-recovery-kafka` "
+        "unless `KAFKA_BOOTSTRAP_SERVERS` is set; raw results and worker logs go to "
+        "`.local/bench-recovery/`):",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        "Re-render this page and the plots from the raw results without measuring again: "
+        "`.venv/bin/python -m bench.recovery --from-results <results.json>`.",
+        "",
+    ]
+    return "\n".join(parts)
