@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools demo test test-unit lint format broker broker-stop clean
+.PHONY: help install tools demo test test-unit lint format bench bench-quick broker broker-stop clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ help: ## Show the targets
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP) ## Create .venv and install tradestats with its dev tools
@@ -49,6 +49,12 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 format: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix tradestats tests
 	$(BIN)/ruff format tradestats tests
+
+bench: $(STAMP) ## Benchmark tradestats against its peers (1M trades; ~1 h); writes docs/benchmarks.md
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP) ## The benchmark's small form (the one CI runs), output in .local/bench/quick
+	$(BIN)/python -m bench --quick
 
 broker: $(STAMP) ## Start the local Kafka broker in .local/kafka (idempotent)
 	$(BIN)/python -m tradestats.devbroker start
