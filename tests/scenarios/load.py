@@ -50,8 +50,9 @@ class SteadyLoad:
 
     Each record is stamped with the wall clock when it is sent, except a fraction
     ``late_fraction`` stamped up to ``max_lag_ms`` earlier (out of order, some of them late).
-    Sends are acknowledged (acks=all, idempotent) before the next tick: when the broker is
-    away, the load pauses instead of losing track of what was written.
+    Like a real producer, it keeps stamping and sending while the broker is away: the client
+    buffers and retries (acks=all, idempotent: no duplicates, order kept), and each record
+    joins ``records`` with its partition and offset once acknowledged.
     """
 
     def __init__(
@@ -74,15 +75,15 @@ class SteadyLoad:
         self.max_lag_ms = max_lag_ms
         self.client = client or {}
         self.records: list[Record] = []
+        self.sent = 0
+        self.slowest_ack = 0.0  # seconds from a send to its acknowledgement (broker away...)
         self._rng = random.Random(seed)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._in_flight: asyncio.Queue[Any] = asyncio.Queue()
         self._producer: AIOKafkaProducer | None = None
-        self.paused_for = 0.0  # longest wait for an acknowledgement (e.g. broker away)
-
-    @property
-    def sent(self) -> int:
-        return len(self.records)
+        self._paused = False
+        self._since = (0.0, 0)  # (monotonic time, records sent) the rate counts from
 
     async def start(self) -> SteadyLoad:
         self._producer = AIOKafkaProducer(
@@ -94,15 +95,18 @@ class SteadyLoad:
             **self.client,
         )
         await self._producer.start()
-        self._task = asyncio.create_task(self._run(), name="steady-load")
+        self._tasks = [
+            asyncio.create_task(self._produce(), name="steady-load"),
+            asyncio.create_task(self._collect(), name="steady-load-acks"),
+        ]
         return self
 
     async def wait_for(self, count: int, within: float = 60.0) -> None:
         """Until at least ``count`` records were written (the load keeps going)."""
         deadline = time.monotonic() + within
-        while self.sent < count:
+        while len(self.records) < count:
             self._raise_if_failed()
-            assert time.monotonic() < deadline, f"only {self.sent} of {count} records sent"
+            assert time.monotonic() < deadline, f"only {len(self.records)} of {count} written"
             await asyncio.sleep(0.05)
 
     async def run_for(self, seconds: float) -> None:
@@ -112,16 +116,28 @@ class SteadyLoad:
             self._raise_if_failed()
             await asyncio.sleep(0.1)
 
+    def pause(self) -> None:
+        """Stop stamping new records (a lull in the market) until :meth:`resume`."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Produce at the rate again, from now on (no catching up on the lull)."""
+        self._since = (time.monotonic(), self.sent)
+        self._paused = False
+
     async def stop(self) -> list[Record]:
-        """Stop producing; returns every record written."""
+        """Stop producing, wait for every acknowledgement; returns every record written."""
         self._stopping.set()
         try:
-            if self._task is not None:
-                await self._task
+            for task in self._tasks:
+                await task
         finally:
+            for task in self._tasks:
+                task.cancel()
             if self._producer is not None:
                 await self._producer.stop()
                 self._producer = None
+        assert len(self.records) == self.sent
         return self.records
 
     async def close(self) -> None:
@@ -130,36 +146,37 @@ class SteadyLoad:
             await self.stop()
 
     def _raise_if_failed(self) -> None:
-        if self._task is not None and self._task.done():
-            self._task.result()  # raises the producer's error, if any
-            raise AssertionError("the load stopped by itself")
+        for task in self._tasks:
+            if task.done():
+                task.result()  # raises the producer's error, if any
+                raise AssertionError("the load stopped by itself")
 
-    async def _run(self) -> None:
+    async def _produce(self) -> None:
         producer = self._producer
         assert producer is not None
-        started = time.monotonic()
-        while not self._stopping.is_set():
-            due = int(self.rate * (time.monotonic() - started)) - self.sent
-            if due > 0:
-                await self._send(producer, due)
-            await asyncio.sleep(_TICK_SECONDS)
+        self._since = (time.monotonic(), 0)
+        try:
+            while not self._stopping.is_set():
+                since, sent_before = self._since
+                due = int(self.rate * (time.monotonic() - since)) - (self.sent - sent_before)
+                for _ in range(0 if self._paused else due):
+                    key, value = next(self.source)
+                    timestamp = int(time.time() * 1000)
+                    if self._rng.random() < self.late_fraction:
+                        timestamp -= self._rng.randint(1, self.max_lag_ms)
+                    future = await producer.send(self.topic, value, key=key, timestamp_ms=timestamp)
+                    self.sent += 1
+                    self._in_flight.put_nowait((key, value, timestamp, time.monotonic(), future))
+                await asyncio.sleep(_TICK_SECONDS)
+        finally:
+            self._in_flight.put_nowait(None)
 
-    async def _send(self, producer: AIOKafkaProducer, count: int) -> None:
-        batch = []
-        for _ in range(count):
-            key, value = next(self.source)
-            timestamp = int(time.time() * 1000)
-            if self._rng.random() < self.late_fraction:
-                timestamp -= self._rng.randint(1, self.max_lag_ms)
-            future = await producer.send(self.topic, value, key=key, timestamp_ms=timestamp)
-            batch.append((key, value, timestamp, future))
-        waited = time.monotonic()
-        metadata = await asyncio.gather(*(future for *_, future in batch))
-        self.paused_for = max(self.paused_for, time.monotonic() - waited)
-        self.records.extend(
-            Record(m.partition, m.offset, timestamp, key, value)
-            for (key, value, timestamp, _), m in zip(batch, metadata, strict=True)
-        )
+    async def _collect(self) -> None:
+        while (item := await self._in_flight.get()) is not None:
+            key, value, timestamp, sent_at, future = item
+            metadata = await future
+            self.slowest_ack = max(self.slowest_ack, time.monotonic() - sent_at)
+            self.records.append(Record(metadata.partition, metadata.offset, timestamp, key, value))
 
 
 async def expect_exact_windows(

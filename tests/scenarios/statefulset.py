@@ -38,6 +38,8 @@ __all__ = [
 
 POD_PREFIX = "tradestats"
 _START_MARKER = "===== start "
+#: aiokafka's log lines for each failed reconnection attempt (many per second per client).
+_NOISE = re.compile(r"Unable connect to node|Unable to update metadata|NodeNotReadyError")
 
 
 @dataclass(frozen=True)
@@ -267,11 +269,15 @@ class StatefulSet:
             f"{self.pod(i).name} never recovered partition {partition}:\n{self.log_tails()}"
         )
 
-    def log_tails(self, lines: int = 40) -> str:
-        return "\n".join(
-            f"----- {pod.name} ({'running' if pod.alive() else 'down'}):\n{pod.log_tail(lines)}"
-            for pod in self.pods
-        )
+    def log_tails(self, lines: int = 60) -> str:
+        """The end of every pod's log, without the client's reconnection noise."""
+        tails = []
+        for pod in self.pods:
+            text = pod.log_path.read_text(errors="replace") if pod.log_path.exists() else ""
+            kept = [line for line in text.splitlines() if not _NOISE.search(line)]
+            state = "running" if pod.alive() else "down"
+            tails.append(f"----- {pod.name} ({state}):\n" + "\n".join(kept[-lines:]))
+        return "\n".join(tails)
 
 
 #: Static members do not leave the group on shutdown: a stopped pod keeps its partitions until
