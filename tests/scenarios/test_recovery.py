@@ -14,7 +14,9 @@ its database: ``replayed <= tickers of the partition + 1``, whatever the state s
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -22,13 +24,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from tests.conftest import Broker
 from tests.integration.harness import Topics, create_topics
 from tests.oracle import Record
-from tests.scenarios.load import SteadyLoad, expect_exact_windows
+from tests.scenarios.load import SteadyLoad, expect_exact_windows, trade_source
 from tests.scenarios.statefulset import Recovery, StatefulSet, pod_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
 
 PARTITIONS = 6
 RATE = 1500
+RESTORED = "tradestats_changelog_records_restored_total"
 StatefulSetFactory = Callable[[dict[str, str], int], StatefulSet]
 
 
@@ -55,9 +58,12 @@ def tickers_per_partition(records: list[Record]) -> dict[int, int]:
     return {p: len(k) for p, k in keys.items()}
 
 
-def assert_warm(recovery: Recovery, records: list[Record]) -> None:
+def assert_warm(restart: Restart, records: list[Record]) -> None:
     """Local state found for every partition, and only the last checkpoint's tail replayed."""
+    recovery = restart.recovery
     tickers = tickers_per_partition(records)
+    bound = sum(tickers[p] + 1 for p in recovery.partitions)
+    assert restart.restored <= bound, f"applied {restart.restored} changelog records"
     for p in sorted(recovery.partitions):
         if recovery.highwater[p] < 0:
             continue  # nothing was ever written for this partition
@@ -79,26 +85,39 @@ async def start_pods(
     return topics, sts
 
 
+def restored(sts: StatefulSet, pod: int, role: str = "active") -> float:
+    """Changelog records the pod's process has applied to its store (its own counter)."""
+    return sts.pod(pod).metrics()[f'{RESTORED}{{role="{role}"}}']
+
+
+@dataclass(frozen=True)
+class Restart:
+    recovery: Recovery  # what faust's report says it replayed
+    restored: float  # what the pod's counter says it applied, once ready
+    seconds: float  # from process start to ready
+
+
 async def kill_and_restart(
     sts: StatefulSet, pod: int, load: SteadyLoad, *, wipe: bool = False
-) -> Recovery:
-    """SIGKILL ``pod`` under load, restart it (on an emptied volume if ``wipe``), and return
-    its first recovery."""
-    before = sts.assignment()[pod]
+) -> Restart:
+    """SIGKILL ``pod`` under load, restart it (on an emptied volume if ``wipe``)."""
+    before = sts.assignment().get(pod)
     sts.kill(pod)
     if wipe:
         sts.wipe(pod)
     sts.start(pod)
     seconds = (await asyncio.to_thread(sts.wait_ready, [pod]))[pod]
+    restart = Restart(sts.recoveries(pod)[0], restored(sts, pod), seconds)
     await asyncio.to_thread(sts.wait_settled)
-    recovery = sts.recoveries(pod)[0]
+    recovery = restart.recovery
     print(
         f"tradestats-{pod} {'cold' if wipe else 'warm'}: ready in {seconds:.1f} s, had "
         f"{before}, recovered {sorted(recovery.partitions)}, replayed "
-        f"{recovery.total_replayed} changelog records: {recovery}"
+        f"{recovery.total_replayed} changelog offsets, {restart.restored:.0f} records "
+        f"applied: {recovery}"
     )
     assert load.sent > 0
-    return recovery
+    return restart
 
 
 async def test_sigkill_and_restart_on_the_intact_volume_replays_only_the_tail(
@@ -108,10 +127,10 @@ async def test_sigkill_and_restart_on_the_intact_volume_replays_only_the_tail(
     load = await SteadyLoad(kafka.bootstrap_servers, topics.trades, rate=RATE, seed=2).start()
     try:
         await load.run_for(8)
-        recovery = await kill_and_restart(sts, 1, load)
+        restart = await kill_and_restart(sts, 1, load)
         await load.run_for(3)
         inputs = await load.stop()
-        assert_warm(recovery, inputs)
+        assert_warm(restart, inputs)
         await expect_exact_windows(kafka.bootstrap_servers, topics, inputs)
     finally:
         await load.close()
@@ -129,12 +148,15 @@ async def test_sigkill_and_restart_on_an_emptied_volume_restores_everything(
         await load.run_for(4)
         cold = await kill_and_restart(sts, 1, load, wipe=True)
         earliest = await earliest_offsets(kafka.bootstrap_servers, changelog(topics))
-        for p in sorted(cold.partitions):
+        for p in sorted(cold.recovery.partitions):
             # Nothing local: faust reads the partition's changelog from its first offset.
-            assert cold.start[p] == earliest[p] - 1, (p, cold, earliest)
-            assert cold.replayed(p) == cold.highwater[p] - earliest[p] + 1
-        assert cold.total_replayed > warm.total_replayed
-        assert cold.total_replayed > 10 * len(cold.partitions), cold
+            assert cold.recovery.start[p] == earliest[p] - 1, (p, cold, earliest)
+        assert cold.recovery.total_replayed > 10 * len(cold.recovery.partitions), cold
+        assert cold.recovery.total_replayed > warm.recovery.total_replayed
+        # The pod's own counter agrees: it applied every record (the changelog is not
+        # compacted yet at this size, so records = offsets).
+        assert cold.restored == cold.recovery.total_replayed
+        assert cold.restored > warm.restored
         await load.run_for(3)
         inputs = await load.stop()
         await expect_exact_windows(kafka.bootstrap_servers, topics, inputs)
@@ -168,6 +190,7 @@ async def test_standby_replica_takes_over_without_a_full_restore(
     try:
         await load.run_for(8)
         assert kept <= sts.standbys(0), f"tradestats-0 is no standby of {kept}"
+        restored_before = restored(sts, 0)
         recoveries_before = len(sts.recoveries(0))
         sts.kill(1)
         # Static membership: the dead pod keeps its partitions until its session times out.
@@ -186,11 +209,48 @@ async def test_standby_replica_takes_over_without_a_full_restore(
             assert takeover.replayed(p) <= tickers[p] + 1, (p, takeover)
         assert full > 10 * len(kept)
         assert replayed * 10 < full
+        applied = restored(sts, 0) - restored_before
+        assert applied <= sum(tickers[p] + 1 for p in kept), f"applied {applied} on takeover"
+        # faust buffers standby records in memory (up to standby_buffer_size) and applies
+        # them at the latest when the assignment changes: by now they are counted.
+        standby_applied = restored(sts, 0, "standby")
+        print(f"takeover: {applied:.0f} active records applied, {standby_applied:.0f} standby")
+        assert standby_applied > 0
 
         sts.start(1)  # the StatefulSet controller brings the pod back
         await asyncio.to_thread(sts.wait_settled)
         await load.run_for(3)
         inputs = await load.stop()
         await expect_exact_windows(kafka.bootstrap_servers, topics, inputs)
+    finally:
+        await load.close()
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(1800)
+async def test_repeated_kills_warm_and_cold_soak(
+    kafka: Broker, statefulset: StatefulSetFactory
+) -> None:
+    """Ten SIGKILLs of random pods of three, half of them losing their volume, with more
+    state (300 tickers); every restart replays only the tail, or everything when wiped."""
+    topics, sts = await start_pods(kafka, statefulset, "kills", 3)
+    source = trade_source(ticker_count=300, seed=10)
+    load = SteadyLoad(kafka.bootstrap_servers, topics.trades, rate=3000, source=source)
+    await load.start()
+    rng = random.Random(10)
+    try:
+        for _ in range(10):
+            await load.run_for(15)
+            wipe = rng.random() < 0.5
+            restart = await kill_and_restart(sts, rng.randrange(3), load, wipe=wipe)
+            if wipe:
+                earliest = await earliest_offsets(kafka.bootstrap_servers, changelog(topics))
+                for p, start in restart.recovery.start.items():
+                    assert start == earliest[p] - 1, (p, restart, earliest)
+            else:
+                assert_warm(restart, load.records)
+        await load.run_for(5)
+        inputs = await load.stop()
+        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs, within=300)
     finally:
         await load.close()
