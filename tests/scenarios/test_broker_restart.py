@@ -8,6 +8,7 @@ done to the pods: they must ride it out, be ready again, and the windows must st
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator
 
@@ -23,6 +24,19 @@ pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
 PARTITIONS = 4
 PROCESSED = "tradestats_trades_processed_total"
 
+#: WINDOW_IDLE_CLOSE_MS for the pods that ride out broker restarts (5-10 s here): longer than
+#: any outage, so that IDLE_CLOSE_BUG does not decide their outcome - a race with the first
+#: fetch after the broker is back. Costs that long at the end, to close the last windows.
+OUTAGE_PROOF_IDLE_CLOSE_MS = 20_000
+
+#: Service bug found by these tests (reported; remove the marks once fixed).
+IDLE_CLOSE_BUG = (
+    "service bug: Pipeline._close_idle_partitions treats 'no trade processed for "
+    "WINDOW_IDLE_CLOSE_MS' as idleness, so a broker outage longer than that closes the open "
+    "windows before the backlog is fetched; those trades are dead-lettered as late and the "
+    "windows are emitted short"
+)
+
 
 @pytest.fixture(scope="module")
 def dedicated_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
@@ -33,6 +47,16 @@ def dedicated_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(autouse=True)
+def quiet_clients() -> Iterator[None]:
+    """The test's own clients log an error per reconnect attempt while the broker is away."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
 
 
 def bounce(broker: LocalKafka, how: str) -> float:
@@ -58,7 +82,9 @@ async def broker_restarts(
     bootstrap = broker.bootstrap_servers
     topics = Topics.unique(f"bounce-{how}")
     await create_topics(bootstrap, [topics.trades], PARTITIONS)
-    sts = statefulset(pod_env(bootstrap, topics, PARTITIONS), PARTITIONS)
+    # Idle close longer than any outage here: see IDLE_CLOSE_BUG and the test of it below.
+    env = pod_env(bootstrap, topics, PARTITIONS, window_idle_close_ms=OUTAGE_PROOF_IDLE_CLOSE_MS)
+    sts = statefulset(env, PARTITIONS)
     await asyncio.to_thread(sts.scale_to, 2)
     await asyncio.to_thread(sts.wait_settled)
     load = await SteadyLoad(bootstrap, topics.trades, rate=rate, seed=6).start()
@@ -79,7 +105,7 @@ async def broker_restarts(
             assignment = await asyncio.to_thread(sts.wait_settled)
             print(
                 f"broker {how}: away {away:.1f} s, pods progressing {resumed:.1f} s after, "
-                f"assignment {assignment}, load paused up to {load.paused_for:.1f} s"
+                f"assignment {assignment}, slowest ack {load.slowest_ack:.1f} s"
             )
             await load.run_for(hold)
         inputs = await load.stop()
@@ -109,3 +135,39 @@ async def test_broker_restarts_soak(
     how: str,
 ) -> None:
     await broker_restarts(dedicated_broker, statefulset, how=how, restarts=5, rate=3000, hold=15)
+
+
+@pytest.mark.xfail(strict=True, reason=IDLE_CLOSE_BUG)
+async def test_windows_stay_open_while_the_broker_is_away(
+    dedicated_broker: LocalKafka, statefulset: Callable[[dict[str, str], int], StatefulSet]
+) -> None:
+    """A one-second lull, then the broker dies for longer than WINDOW_IDLE_CLOSE_MS while
+    producers keep producing into their buffers: the partitions were never idle - their input
+    was unreachable - so no window may close before that input is read.
+
+    The lull (shorter than the idle-close time) lets the pod checkpoint everything, so its
+    timer is not stuck in a checkpoint when the broker goes: this makes the outcome
+    deterministic instead of a race with the first fetch after the broker is back.
+    """
+    bootstrap = dedicated_broker.bootstrap_servers
+    topics = Topics.unique("outage")
+    await create_topics(bootstrap, [topics.trades], PARTITIONS)
+    sts = statefulset(pod_env(bootstrap, topics, PARTITIONS), PARTITIONS)
+    await asyncio.to_thread(sts.scale_to, 1)
+    await asyncio.to_thread(sts.wait_settled)
+    idle_close = int(sts.env["WINDOW_IDLE_CLOSE_MS"]) / 1000
+    load = await SteadyLoad(bootstrap, topics.trades, rate=1000, seed=12).start()
+    try:
+        await load.run_for(3)
+        load.pause()
+        await asyncio.sleep(idle_close / 2)
+        await asyncio.to_thread(dedicated_broker.kill)
+        load.resume()
+        await asyncio.sleep(idle_close * 2)
+        await asyncio.to_thread(dedicated_broker.start, timeout=120)
+        await load.run_for(3)
+        inputs = await load.stop()
+        await expect_exact_windows(bootstrap, topics, inputs)
+        sts.check_alive()
+    finally:
+        await load.close()
