@@ -35,7 +35,7 @@ def test_demo_shows_window_results_flowing(kafka: Broker, tmp_path: Path) -> Non
             "--state-dir",
             str(tmp_path),
             "--duration",
-            "15",
+            "30",
             "--rate",
             "40",
         ],
