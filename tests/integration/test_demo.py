@@ -47,6 +47,7 @@ def test_demo_shows_window_results_flowing(kafka: Broker, tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = [line for line in done.stdout.splitlines() if " n=" in line and "avg=" in line]
-    assert len(results) >= 20, done.stdout[-3000:]
+    logs = {name: (tmp_path / name).read_text()[-2000:] for name in ("loadgen.log", "worker-0.log")}
+    assert len(results) >= 20, (done.stdout[-3000:], done.stderr[-2000:], logs)
     assert "worker ready at http://127.0.0.1:" in done.stdout
     assert (tmp_path / "worker-0").is_dir()  # the worker's RocksDB state lives there
