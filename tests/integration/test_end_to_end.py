@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.conftest import Broker
 from tests.integration.harness import (
@@ -212,4 +213,37 @@ async def test_sigkill_mid_stream_and_restart_on_the_same_data_dir_stays_exact(
         restored = re.findall(r"state loaded .* last offset (-?\d+)", worker.log_tail(400))
         assert any(int(offset) >= 0 for offset in restored), "the restart found no local state"
     finally:
+        worker.stop_quietly()
+
+
+async def test_commits_keep_up_with_processing(kafka: Broker, tmp_path: Path) -> None:
+    """Committed offsets reach the end of the input soon after it is processed (a batch per
+    commit would take minutes here: faust's own gap bookkeeping did that)."""
+    topics = Topics.unique("commit")
+    await create_topics(kafka.bootstrap_servers, [topics.trades], PARTITIONS)
+    inputs = await produce(
+        kafka.bootstrap_servers, topics.trades, random_trades(int(time.time() * 1000), 200_000, 2)
+    )
+    worker = start_worker(tmp_path, "w0", worker_env(kafka.bootstrap_servers, topics, PARTITIONS))
+    ends = {}
+    for record in inputs:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        deadline = time.monotonic() + 60
+        committed: dict[int, int] = {}
+        while committed != ends and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            offsets = await admin.list_consumer_group_offsets(topics.app_id)
+            committed = {
+                tp.partition: meta.offset
+                for tp, meta in offsets.items()
+                if tp.topic == topics.trades
+            }
+        assert committed == ends, (committed, ends)
+        assert worker.metrics()["tradestats_trades_processed_total"] > 0
+    finally:
+        await admin.close()
         worker.stop_quietly()

@@ -1,0 +1,66 @@
+"""Commit bookkeeping for batch events: through every acked batch, never past one in flight."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from tradestats.service.transport import RecordBatch, _BatchingConsumer
+
+TRADES = TP("trades", 0)
+
+
+def consumer() -> Any:
+    instance: Any = object.__new__(_BatchingConsumer)  # no app, no broker: only the bookkeeping
+    instance.batched_topics = frozenset({"trades"})
+    instance._acked = defaultdict(list)
+    instance._acked_index = defaultdict(set)
+    instance._unacked_messages = []
+    return instance
+
+
+def batch_message(first: int, last: int, acked: bool) -> Any:
+    records = [SimpleNamespace(offset=offset) for offset in range(first, last + 1)]
+    return SimpleNamespace(tp=TRADES, acked=acked, value=RecordBatch(records), offset=last)
+
+
+def ack(instance: Any, message: Any) -> None:
+    """What faust's Consumer.ack records for an acked message."""
+    instance._acked[message.tp].append(message.offset)
+    instance._acked_index[message.tp].add(message.offset)
+
+
+def test_one_commit_covers_every_acked_batch() -> None:
+    instance = consumer()
+    for first in range(0, 5000, 1000):
+        ack(instance, batch_message(first, first + 999, acked=True))
+    assert instance._new_offset(TRADES) == 5000
+    assert instance._acked[TRADES] == []
+    assert instance._new_offset(TRADES) is None  # nothing new
+
+
+def test_never_past_a_batch_still_in_flight() -> None:
+    instance = consumer()
+    ack(instance, batch_message(0, 999, acked=True))
+    pending = batch_message(1000, 1999, acked=False)
+    instance._unacked_messages.append(pending)
+    ack(instance, batch_message(2000, 2999, acked=True))  # acked out of order
+    assert instance._new_offset(TRADES) == 1000
+    assert instance._acked[TRADES] == [2999]  # kept for later
+    pending.acked = True
+    ack(instance, pending)
+    assert instance._new_offset(TRADES) == 3000
+
+
+def test_other_topics_keep_fausts_bookkeeping() -> None:
+    instance = consumer()
+    changelog = TP("changelog", 0)
+    instance._acked[changelog] = [0, 1, 2]
+    instance._acked_index[changelog] = {0, 1, 2}
+    instance._gap = defaultdict(IntervalTree)
+    instance._committed_offset = defaultdict(lambda: None)
+    assert instance._new_offset(changelog) == 3
