@@ -19,8 +19,8 @@ __all__ = ["Service", "build_app"]
 
 STATE_TABLE = "trade-state"
 #: Batches waiting per partition queue; each batch is up to ``_MAX_POLL_RECORDS`` records.
-_STREAM_BUFFER_BATCHES = 8
-_MAX_POLL_RECORDS = 5000
+_STREAM_BUFFER_BATCHES = 32
+_MAX_POLL_RECORDS = 20000
 
 
 @dataclass(frozen=True)
