@@ -18,7 +18,8 @@ from tradestats.settings import Settings
 __all__ = ["Service", "build_app"]
 
 STATE_TABLE = "trade-state"
-#: Batches waiting per partition queue; each batch is up to ``_MAX_POLL_RECORDS`` records.
+#: Batch events buffered for the agent: a poll of up to ``_MAX_POLL_RECORDS`` records yields
+#: one batch per partition.
 _STREAM_BUFFER_BATCHES = 32
 _MAX_POLL_RECORDS = 20000
 
