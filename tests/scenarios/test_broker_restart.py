@@ -109,7 +109,8 @@ async def broker_restarts(
             )
             await load.run_for(hold)
         inputs = await load.stop()
-        await expect_exact_windows(bootstrap, topics, inputs)
+        # Windows made only of trades the bug dead-letters never come: do not wait long.
+        await expect_exact_windows(bootstrap, topics, inputs, within=45)
         sts.check_alive()
         for i in sts.running:
             assert sts.pod(i).get("/health")[0] == 200, sts.pod(i).log_tail()
@@ -152,7 +153,7 @@ async def test_windows_stay_open_while_the_broker_is_away(
     bootstrap = dedicated_broker.bootstrap_servers
     topics = Topics.unique("outage")
     await create_topics(bootstrap, [topics.trades], PARTITIONS)
-    sts = statefulset(pod_env(bootstrap, topics, PARTITIONS), PARTITIONS)
+    sts = statefulset(pod_env(bootstrap, topics, PARTITIONS, window_idle_close_ms=2000), PARTITIONS)
     await asyncio.to_thread(sts.scale_to, 1)
     await asyncio.to_thread(sts.wait_settled)
     idle_close = int(sts.env["WINDOW_IDLE_CLOSE_MS"]) / 1000
@@ -167,7 +168,8 @@ async def test_windows_stay_open_while_the_broker_is_away(
         await asyncio.to_thread(dedicated_broker.start, timeout=120)
         await load.run_for(3)
         inputs = await load.stop()
-        await expect_exact_windows(bootstrap, topics, inputs)
+        # Windows made only of trades the bug dead-letters never come: do not wait long.
+        await expect_exact_windows(bootstrap, topics, inputs, within=45)
         sts.check_alive()
     finally:
         await load.close()
