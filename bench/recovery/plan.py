@@ -73,6 +73,7 @@ FULL = Plan(
     sizes=(10_000, 100_000, 1_000_000),
     segment_sizes=(MIB, DEFAULT_SEGMENT_BYTES, GIB),
     segment_state=1_000_000,
+    repeat=3,
 )
 QUICK = Plan(
     sizes=(400, 2_000),

@@ -10,12 +10,15 @@ import matplotlib
 matplotlib.use("Agg")  # no display on CI or over SSH
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from bench.recovery.plan import format_bytes, format_count
 from bench.recovery.report import KIND_TITLES, PHASE_NAMES
 from bench.recovery.results import KINDS, RunResult, median
 
 __all__ = ["write_plots"]
+
+_COUNT = FuncFormatter(lambda x, _: format_count(int(x)))
 
 _STYLE = {
     "warm-sigterm": ("tab:green", "o"),
@@ -64,10 +67,14 @@ def _sizes_plot(run: RunResult, path: Path) -> None:
     left.set(xscale="log", xlabel="stored aggregates", ylabel="seconds to /ready 200")
     left.set_ylim(bottom=0)
     left.set_title("Time from process start to ready")
-    right.set(xscale="log", yscale="symlog", xlabel="stored aggregates")
-    right.set_ylabel("changelog records replayed")
+    right.set_xscale("log")
+    right.set_yscale("symlog", linthresh=10)  # warm restarts replay 0: no plain log scale
+    right.set_ylim(bottom=0)
+    right.set(xlabel="stored aggregates", ylabel="changelog records replayed")
     right.set_title("Changelog records replayed")
     for ax in (left, right):
+        ax.xaxis.set_major_formatter(_COUNT)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"tradestats recovery ({run.started[:10]})", fontsize=10)
@@ -96,7 +103,7 @@ def _phases_plot(run: RunResult, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("seconds (medians)")
     ax.set_title("Where a restart's time goes")
-    ax.legend(ncol=len(PHASE_NAMES), fontsize=8, loc="lower right")
+    ax.legend(ncol=len(PHASE_NAMES), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from bench.recovery.progress import Progress
 from bench.recovery.results import Phases
@@ -22,6 +23,7 @@ from tests.scenarios.statefulset import StatefulSet, parse_recoveries
 
 __all__ = [
     "LogEvents",
+    "Prober",
     "ReadyWait",
     "StartTiming",
     "active_restored",
@@ -93,6 +95,36 @@ class ReadyWait:
     monotonic: float
     wall: float
     partitions: list[int]
+    slowest_answer: float
+    """Longest /ready round trip once the web server was up: how long the worker's event
+    loop was blocked at worst (a liveness probe would have waited as long)."""
+
+
+class Prober:
+    """GET /ready with a long timeout, remembering the slowest answer.
+
+    The timeout is long on purpose: a busy event loop answers late rather than never, and the
+    delay is what a Kubernetes probe would see.
+    """
+
+    def __init__(self, pod: Worker, timeout: float = 30.0) -> None:
+        self.pod = pod
+        self.timeout = timeout
+        self.slowest = 0.0
+        self._up = False
+
+    def get(self) -> tuple[int, dict[str, Any]]:
+        started = time.monotonic()
+        try:
+            status, body = self.pod.get("/ready", timeout=self.timeout)
+        except OSError:
+            if self._up:
+                self.slowest = max(self.slowest, time.monotonic() - started)
+            return 0, {"reason": "web server not up yet" if not self._up else "no answer"}
+        if self._up:
+            self.slowest = max(self.slowest, time.monotonic() - started)
+        self._up = True
+        return status, body if isinstance(body, dict) else {"reason": str(body)}
 
 
 def wait_ready(
@@ -109,18 +141,15 @@ def wait_ready(
     go"): shown as progress, at no cost to the worker.
     """
     deadline = time.monotonic() + timeout
+    prober = Prober(pod)
     while time.monotonic() < deadline:
         if not pod.alive():
             raise RuntimeError(f"{pod.name} exited while starting:\n{pod.log_tail()}")
-        try:
-            status, body = pod.get("/ready", timeout=2)
-        except OSError:
-            status, body = 0, {"reason": "web server not up yet"}
+        status, body = prober.get()
         now_mono, now_wall = time.monotonic(), time.time()
         if status == 200 and accept(list(body.get("partitions", []))):
-            return ReadyWait(now_mono, now_wall, list(body["partitions"]))
-        reason = body.get("reason", f"HTTP {status}") if isinstance(body, dict) else body
-        progress.status(f"{label}: {reason}")
+            return ReadyWait(now_mono, now_wall, list(body["partitions"]), prober.slowest)
+        progress.status(f"{label}: {body.get('reason', f'HTTP {status}')}")
         time.sleep(READY_POLL_SECONDS)
     raise RuntimeError(f"{pod.name} not ready after {timeout:.0f} s:\n{pod.log_tail()}")
 
@@ -131,6 +160,7 @@ class StartTiming:
     phases: Phases
     offsets_replayed: int
     partitions: list[int]
+    slowest_answer: float
 
 
 def start_timed(
@@ -147,6 +177,7 @@ def start_timed(
         phases=phases_of_start(LogEvents(log), started_wall, ready.wall),
         offsets_replayed=recoveries[0].total_replayed if recoveries else 0,
         partitions=ready.partitions,
+        slowest_answer=ready.slowest_answer,
     )
 
 

@@ -88,7 +88,7 @@ def _results_table(run: RunResult) -> str:
 
 
 def _phases_table(run: RunResult) -> str:
-    header = ["State", "Restart", *PHASE_NAMES, "total"]
+    header = ["State", "Restart", *PHASE_NAMES, "total", "slowest /ready answer"]
     rows = []
     for size in run.sizes:
         for kind in KINDS:
@@ -97,7 +97,16 @@ def _phases_table(run: RunResult) -> str:
                 continue
             phases = [_median_phase(restarts, name) for name in PHASE_NAMES]
             total = median([r.seconds_to_ready for r in restarts])
-            rows.append([_size_label(size), KIND_TITLES[kind], *map(_sec, phases), _sec(total)])
+            slowest = max(r.slowest_answer_seconds for r in restarts)
+            rows.append(
+                [
+                    _size_label(size),
+                    KIND_TITLES[kind],
+                    *map(_sec, phases),
+                    _sec(total),
+                    _sec(slowest),
+                ]
+            )
         if size.takeover is not None:
             t = size.takeover
             phases = [getattr(t.phases, name) for name in PHASE_NAMES]
@@ -219,6 +228,52 @@ def _ratio(a: float, b: float) -> str:
     return DASH if b <= 0 else f"{a / b:.1f}{TIMES}"
 
 
+def _uncompacted_notes(run: RunResult) -> list[str]:
+    """States whose changelog never left the first (active, never compacted) segment."""
+    notes = []
+    measured = [(s.state, s.of_kind("cold")) for s in run.sizes] + [
+        (s.state, s.cold) for s in run.segments if not s.shared_with_series
+    ]
+    for state, cold in measured:
+        if not cold or state.changelog_records < state.changelog_offsets:
+            continue  # the cleaner removed something
+        size = ""
+        if state.changelog_disk_bytes is not None:
+            per_partition = state.changelog_disk_bytes // max(1, state.partitions)
+            size = f" (about {format_bytes(per_partition)} each)"
+        replayed = median([float(r.records_replayed) for r in cold])
+        notes.append(
+            f"At {state.aggregates:,} aggregates with {format_bytes(state.segment_bytes)} "
+            f"segments the changelog partitions{size} never left their first segment, the "
+            "active one, which the log cleaner never compacts: the cold restart replayed "
+            f"{replayed:,.0f} records, {replayed / max(1, state.live_keys):.1f} per live key "
+            "(every version ever written)."
+        )
+    return notes
+
+
+def _blocking_note(run: RunResult) -> list[str]:
+    """The longest the worker's event loop kept /ready waiting during a start."""
+    answers = [
+        (r.slowest_answer_seconds, s.state.aggregates, KIND_TITLES[r.kind])
+        for s in run.sizes
+        for r in s.restarts
+    ] + [
+        (r.slowest_answer_seconds, s.state.aggregates, "cold, " + format_bytes(s.segment_bytes))
+        for s in run.segments
+        for r in s.cold
+    ]
+    if not answers or max(answers)[0] <= 0:
+        return []
+    seconds, aggregates, kind = max(answers)
+    return [
+        f"The slowest `/ready` answer during a start took {seconds:.2f} s ({kind}, "
+        f"{aggregates:,} aggregates): while faust applies changelog batches and while "
+        "tradestats loads a partition's state, the worker's event loop serves nothing, "
+        "`/health` included, so liveness-probe timeouts must allow for it at large states."
+    ]
+
+
 def _observations(run: RunResult) -> list[str]:
     notes = []
     sizes = [s for s in run.sizes if s.of_kind("cold")]
@@ -276,16 +331,8 @@ def _observations(run: RunResult) -> list[str]:
                 f"membership the group waits for the dead member's session to expire "
                 f"(KAFKA_SESSION_TIMEOUT_MS={run.plan.get('session_timeout_ms')})."
             )
-    for seg in run.segments:
-        disk = seg.state.changelog_disk_bytes
-        per_partition = None if disk is None else disk / max(1, seg.state.partitions)
-        if per_partition is not None and per_partition < seg.segment_bytes:
-            notes.append(
-                f"With {format_bytes(seg.segment_bytes)} segments the changelog "
-                f"(about {format_bytes(int(per_partition))} per partition) never left its first, "
-                "active segment, which the log cleaner never compacts: a cold restore replayed "
-                "every version ever written."
-            )
+    notes += _uncompacted_notes(run)
+    notes += _blocking_note(run)
     if len(run.segments) >= 2:
         first, last = run.segments[0], run.segments[-1]
         a = median([float(r.records_replayed) for r in first.cold])

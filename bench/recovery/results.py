@@ -65,6 +65,8 @@ class Restart:
     """Changelog offsets faust read past the local store (high-water minus local offset, summed
     over partitions, from its recovery report): more than records when compaction left gaps."""
     phases: Phases
+    slowest_answer_seconds: float = 0.0
+    """Longest /ready round trip once the web server was up (event loop blocked at worst)."""
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Takeover:
     rebalances: int
     """Assignments the survivor went through between the kill and ready."""
     phases: Phases
+    slowest_answer_seconds: float = 0.0
 
 
 @dataclass

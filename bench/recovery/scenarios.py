@@ -17,7 +17,6 @@ import asyncio
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from bench.recovery.broker import BrokerHandle, changelog_disk_bytes, settle_cleaner
 from bench.recovery.kafka import (
@@ -35,6 +34,7 @@ from bench.recovery.pods import (
     ASSIGNED,
     STANDBY_RESTORED,
     LogEvents,
+    Prober,
     active_restored,
     metric,
     phases_of_start,
@@ -43,7 +43,7 @@ from bench.recovery.pods import (
 )
 from bench.recovery.progress import Progress
 from bench.recovery.results import KINDS, Restart, StateInfo, Takeover
-from tests.integration.harness import Topics, Worker, worker_env
+from tests.integration.harness import Topics, worker_env
 from tests.scenarios.statefulset import StatefulSet
 
 __all__ = ["StateRun"]
@@ -187,7 +187,14 @@ class StateRun:
         self.progress.step(
             f"{label}: ready in {timing.seconds:.2f} s, {replayed:,} changelog records replayed"
         )
-        return Restart(kind, timing.seconds, replayed, timing.offsets_replayed, timing.phases)
+        return Restart(
+            kind,
+            timing.seconds,
+            replayed,
+            timing.offsets_replayed,
+            timing.phases,
+            timing.slowest_answer,
+        )
 
     # --- standby takeover ----------------------------------------------------------------
 
@@ -209,8 +216,10 @@ class StateRun:
         sts.kill(victim)
         detected = None
         deadline = killed + plan.session_timeout_ms / 1000 + plan.ready_timeout
+        prober = Prober(survivor)
+        prober.get()  # the web server is up: every answer from now on counts
         while True:
-            status, body = self._ready_status(survivor)
+            status, body = prober.get()
             now = time.monotonic()
             if status != 200 and detected is None:
                 detected = now
@@ -218,8 +227,9 @@ class StateRun:
                 break
             if now > deadline:
                 raise RuntimeError(f"takeover not complete:\n{sts.log_tails()}")
-            reason = body.get("reason", "ready") if isinstance(body, dict) else body
-            progress.status(f"{self.label}: standby takeover: tradestats-1 {reason}")
+            progress.status(
+                f"{self.label}: standby takeover: tradestats-1 {body.get('reason', 'ready')}"
+            )
             time.sleep(0.05)
         ready_wall, ready = time.time(), time.monotonic()
         events = LogEvents(sts.log_since_start(1))
@@ -240,6 +250,7 @@ class StateRun:
             full_restore_records=sum(self.scan.records.get(p, 0) for p in taken),
             rebalances=events.count(ASSIGNED, killed_wall, ready_wall),
             phases=phases_of_start(events, killed_wall, ready_wall),
+            slowest_answer_seconds=prober.slowest,
         )
         progress.step(
             f"{self.label}: standby takeover: detected after {_seconds(result.detection_seconds)}, "
@@ -272,14 +283,6 @@ class StateRun:
             last = applied
             time.sleep(1.0)
         raise RuntimeError(f"standby never caught up:\n{self.sts.log_tails()}")
-
-    @staticmethod
-    def _ready_status(pod: Worker) -> tuple[int, dict[str, Any]]:
-        try:
-            status, body = pod.get("/ready", timeout=2)
-        except OSError:
-            return 0, {"reason": "unreachable"}
-        return status, body if isinstance(body, dict) else {"reason": str(body)}
 
     # --- helpers -------------------------------------------------------------------------
 
