@@ -25,17 +25,10 @@ PARTITIONS = 4
 PROCESSED = "tradestats_trades_processed_total"
 
 #: WINDOW_IDLE_CLOSE_MS for the pods that ride out broker restarts (5-10 s here): longer than
-#: any outage, so that IDLE_CLOSE_BUG does not decide their outcome - a race with the first
-#: fetch after the broker is back. Costs that long at the end, to close the last windows.
+#: any outage, so these tests are about reconnecting; windows staying open through an outage
+#: longer than the idle close has a test of its own below. Costs that long at the end, to
+#: close the last windows.
 OUTAGE_PROOF_IDLE_CLOSE_MS = 20_000
-
-#: Service bug found by these tests (reported; remove the marks once fixed).
-IDLE_CLOSE_BUG = (
-    "service bug: Pipeline._close_idle_partitions treats 'no trade processed for "
-    "WINDOW_IDLE_CLOSE_MS' as idleness, so a broker outage longer than that closes the open "
-    "windows before the backlog is fetched; those trades are dead-lettered as late and the "
-    "windows are emitted short"
-)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +75,7 @@ async def broker_restarts(
     bootstrap = broker.bootstrap_servers
     topics = Topics.unique(f"bounce-{how}")
     await create_topics(bootstrap, [topics.trades], PARTITIONS)
-    # Idle close longer than any outage here: see IDLE_CLOSE_BUG and the test of it below.
+    # Idle close longer than any outage here: see the test below for outages longer than it.
     env = pod_env(bootstrap, topics, PARTITIONS, window_idle_close_ms=OUTAGE_PROOF_IDLE_CLOSE_MS)
     sts = statefulset(env, PARTITIONS)
     await asyncio.to_thread(sts.scale_to, 2)
@@ -109,7 +102,7 @@ async def broker_restarts(
             )
             await load.run_for(hold)
         inputs = await load.stop()
-        # Windows made only of trades the bug dead-letters never come: do not wait long.
+        # If an outage closed windows early, windows made only of late trades never come.
         await expect_exact_windows(bootstrap, topics, inputs, within=45)
         sts.check_alive()
         for i in sts.running:
@@ -138,7 +131,6 @@ async def test_broker_restarts_soak(
     await broker_restarts(dedicated_broker, statefulset, how=how, restarts=5, rate=3000, hold=15)
 
 
-@pytest.mark.xfail(strict=True, reason=IDLE_CLOSE_BUG)
 async def test_windows_stay_open_while_the_broker_is_away(
     dedicated_broker: LocalKafka, statefulset: Callable[[dict[str, str], int], StatefulSet]
 ) -> None:
@@ -168,7 +160,7 @@ async def test_windows_stay_open_while_the_broker_is_away(
         await asyncio.to_thread(dedicated_broker.start, timeout=120)
         await load.run_for(3)
         inputs = await load.stop()
-        # Windows made only of trades the bug dead-letters never come: do not wait long.
+        # If an outage closed windows early, windows made only of late trades never come.
         await expect_exact_windows(bootstrap, topics, inputs, within=45)
         sts.check_alive()
     finally:

@@ -73,6 +73,8 @@ class Pipeline(Service):
         self._dlq_partitions = 0
         self._recovered_generation: int | None = None
         self._last_progress = time.monotonic()
+        self._last_idle_check = 0.0
+        self._reachable_since: float | None = time.monotonic()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -250,11 +252,42 @@ class Pipeline(Service):
         )
 
     async def _close_idle_partitions(self, now: float) -> None:
+        """Close the open windows of partitions whose input stopped.
+
+        No trade for ``WINDOW_IDLE_CLOSE_MS`` is not enough: during a broker outage nothing
+        arrives either, while producers buffer what they keep writing. A partition is idle when
+        it got no trade for that long *while the broker was reachable*, and the broker confirms
+        there is nothing left to read in it. After an outage the count starts again, which
+        gives producers time to deliver their buffers.
+        """
         idle_after = self.settings.window_idle_close_ms / 1000.0
-        for partition, last in list(self._last_trade.items()):
+        quiet = [
+            partition
+            for partition, last in self._last_trade.items()
+            if now - last >= idle_after and partition in self._states
+        ]
+        if not quiet or now - self._last_idle_check < 1.0:
+            return
+        self._last_idle_check = now
+        topic = self.settings.trades_topic
+        try:
+            ends = await asyncio.wait_for(
+                self.app.consumer.highwaters(*(TP(topic, p) for p in quiet)), timeout=2.0
+            )
+        except Exception as exc:  # the broker is unreachable: the input did not stop
+            if self._reachable_since is not None:
+                log.info("cannot reach the broker (%r): open windows stay open", exc)
+            self._reachable_since = None
+            return
+        if self._reachable_since is None:
+            self._reachable_since = now
+        if now - self._reachable_since < idle_after:
+            return
+        for partition in quiet:
             state = self._states.get(partition)
-            if state is None or now - last < idle_after:
-                continue
+            end = ends.get(TP(topic, partition))
+            if state is None or end is None or end > state.applied_offset + 1:
+                continue  # unread input: a backlog is on its way
             del self._last_trade[partition]
             done = self._idle_closing[partition] = asyncio.Event()
             try:
