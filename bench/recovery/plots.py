@@ -120,7 +120,7 @@ def _segments_plot(run: RunResult, path: Path) -> None:
     right.plot(labels, keys, "k_", markersize=30, label="live keys (minimum)")
     right.set_ylabel("changelog records replayed")
     right.set_title("Cold restore: records replayed")
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, loc="upper center")
     left.bar(labels, seconds, color="tab:orange")
     left.set_ylabel("seconds to /ready 200")
     left.set_title("Cold restore: time to ready")

@@ -116,6 +116,7 @@ def _phases_table(run: RunResult) -> str:
                     "Standby (from kill)",
                     *map(_sec, phases),
                     _sec(t.total_seconds),
+                    _sec(t.slowest_answer_seconds),
                 ]
             )
     return _table(header, rows, right_from=2)
@@ -253,24 +254,54 @@ def _uncompacted_notes(run: RunResult) -> list[str]:
 
 
 def _blocking_note(run: RunResult) -> list[str]:
-    """The longest the worker's event loop kept /ready waiting during a start."""
-    answers = [
-        (r.slowest_answer_seconds, s.state.aggregates, KIND_TITLES[r.kind])
+    """How long the worker's event loop kept /ready waiting, at worst, during a start and
+    during a takeover (a running worker, where a liveness probe is what would time out)."""
+    starts = [
+        (r.slowest_answer_seconds, s.state.aggregates, KIND_TITLES[r.kind].lower())
         for s in run.sizes
         for r in s.restarts
     ] + [
-        (r.slowest_answer_seconds, s.state.aggregates, "cold, " + format_bytes(s.segment_bytes))
+        (r.slowest_answer_seconds, s.state.aggregates, f"cold, {format_bytes(s.segment_bytes)}")
         for s in run.segments
+        if not s.shared_with_series
         for r in s.cold
     ]
-    if not answers or max(answers)[0] <= 0:
+    takeovers = [
+        (s.takeover.slowest_answer_seconds, s.state.aggregates)
+        for s in run.sizes
+        if s.takeover is not None
+    ]
+    if not starts or max(starts)[0] <= 0:
         return []
-    seconds, aggregates, kind = max(answers)
-    return [
+    seconds, aggregates, kind = max(starts)
+    note = (
         f"The slowest `/ready` answer during a start took {seconds:.2f} s ({kind}, "
-        f"{aggregates:,} aggregates): while faust applies changelog batches and while "
-        "tradestats loads a partition's state, the worker's event loop serves nothing, "
-        "`/health` included, so liveness-probe timeouts must allow for it at large states."
+        f"{aggregates:,} aggregates)"
+    )
+    if takeovers:
+        t_seconds, t_aggregates = max(takeovers)
+        note += (
+            f", and {t_seconds:.2f} s on the survivor during the standby takeover at "
+            f"{t_aggregates:,} aggregates"
+        )
+    note += (
+        ". While faust applies a changelog batch and while tradestats loads a partition's "
+        "state into memory, the worker's event loop answers nothing, `/health` included: a "
+        "probe with a shorter timeout fails, and the load grows with the state."
+    )
+    return [note]
+
+
+def _machine_note(run: RunResult) -> list[str]:
+    """Say so when the machine was busy: such timings are preliminary."""
+    cores = run.machine.get("logical_cores") or 1
+    loads = [run.machine.get(k) or [0.0] for k in ("load_average_at_start", "load_average_at_end")]
+    busiest = max(load[0] for load in loads)
+    if busiest < 0.5 * cores:
+        return []
+    return [
+        f"- The machine was busy (1-minute load average up to {busiest:.2f} on {cores} cores): "
+        "treat these timings as preliminary and regenerate them on a quiet machine."
     ]
 
 
@@ -329,7 +360,9 @@ def _observations(run: RunResult) -> list[str]:
                 f"A SIGKILLed worker's partitions stayed unowned for {median(detections):.1f} s "
                 f"(median) before the survivor even started to rebalance: with static "
                 f"membership the group waits for the dead member's session to expire "
-                f"(KAFKA_SESSION_TIMEOUT_MS={run.plan.get('session_timeout_ms')})."
+                f"(KAFKA_SESSION_TIMEOUT_MS={run.plan.get('session_timeout_ms')}, counted from "
+                "its last heartbeat), and the survivor learns of the rebalance at its next "
+                "heartbeat (faust's default interval: 3 s)."
             )
     notes += _uncompacted_notes(run)
     notes += _blocking_note(run)
@@ -451,6 +484,7 @@ def render_report(run: RunResult, command: str, plots: list[str]) -> str:
         f"- Load average (1, 5, 15 min) at start {m.get('load_average_at_start')}, at end "
         f"{m.get('load_average_at_end')}",
         f"- Date: {run.started} to {run.finished} ({run.duration_seconds / 60:.1f} min)",
+        *_machine_note(run),
         "",
         "## Regenerate",
         "",
