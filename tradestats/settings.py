@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     web_bind: str = "0.0.0.0"
     canonical_url: str | None = None
     health_stall_ms: int = Field(60_000, ge=1000)
+    metrics_price_tickers: int = Field(1000, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 

@@ -134,6 +134,13 @@ async def test_known_trades_and_bad_records_give_exact_windows_and_dead_letters(
             )
             assert metrics[f'tradestats_trades_dead_lettered_total{{reason="{reason}"}}'] == want
         assert metrics["tradestats_windows_emitted_total"] == len(expected.windows)
+        newest: dict[str, dict] = {}
+        for record in stats:  # in output order: per ticker (one partition), oldest window first
+            value = json.loads(record.value)
+            newest[value["ticker"]] = value
+        for ticker, value in newest.items():
+            gauge = metrics[f'tradestats_window_avg_price{{ticker="{ticker}"}}']
+            assert gauge == pytest.approx(value["avgPrice"], rel=1e-12)
     finally:
         worker.stop_quietly()
 

@@ -29,6 +29,28 @@ class Aggregate:
         self.notional = 0.0
         self.types = 0
 
+    @classmethod
+    def of(
+        cls,
+        count: int,
+        sum_price: float,
+        min_price: float,
+        max_price: float,
+        volume: int,
+        notional: float,
+        types: int,
+    ) -> Aggregate:
+        """An aggregate with these values (restoring state: skips the empty initialisation)."""
+        agg = cls.__new__(cls)
+        agg.count = count
+        agg.sum_price = sum_price
+        agg.min_price = min_price
+        agg.max_price = max_price
+        agg.volume = volume
+        agg.notional = notional
+        agg.types = types
+        return agg
+
     def add(self, price: float, size: int, type_bit: int) -> None:
         """Fold one trade in."""
         self.count += 1

@@ -123,19 +123,11 @@ def decode_pane_parts(data: bytes) -> tuple[int, list[tuple[int, int, Aggregate]
     """Inverse of :func:`encode_pane_parts`: ``(applied offset, parts)``."""
     version, applied_offset, count = _PANES_HEADER.unpack_from(data)
     _check_version(version)
-    parts = []
-    for pane, eligibility, *fields in _PANE_PART.iter_unpack(data[_PANES_HEADER.size :]):
-        agg = Aggregate()
-        (
-            agg.count,
-            agg.sum_price,
-            agg.min_price,
-            agg.max_price,
-            agg.volume,
-            agg.notional,
-            agg.types,
-        ) = fields
-        parts.append((pane, eligibility, agg))
+    of = Aggregate.of
+    parts = [
+        (pane, eligibility, of(*fields))
+        for pane, eligibility, *fields in _PANE_PART.iter_unpack(data[_PANES_HEADER.size :])
+    ]
     if len(parts) != count:
         raise ValueError(f"pane record holds {len(parts)} parts, header says {count}")
     return applied_offset, parts

@@ -107,7 +107,7 @@ class Pipeline(Service):
         closing = self._idle_closing.get(partition)
         if closing is not None:
             await closing.wait()
-        state = self._states.get(partition) or self._restore(partition)
+        state = self._states.get(partition) or await self._restore(partition)
         batch = event.value
         assert isinstance(batch, RecordBatch)
         outcome = state.process(batch.records)
@@ -144,9 +144,21 @@ class Pipeline(Service):
                 )
             )
             self.metrics.emit_latency.observe(max(0.0, (now_ms - stats.window_end) / 1000.0))
-            self.metrics.window_avg_price.labels(stats.ticker).set(stats.avg_price)
-        self._priced.setdefault(partition, set()).update(stats.ticker for stats in results)
+        self._export_prices(partition, results)
         self.metrics.windows_emitted.inc(len(results))
+
+    def _export_prices(self, partition: int, results: Sequence[WindowStats]) -> None:
+        """Average price per ticker as a gauge, for at most METRICS_PRICE_TICKERS tickers:
+        one series per ticker would make /metrics megabytes long with 100k tickers."""
+        priced = self._priced.setdefault(partition, set())
+        room = self.settings.metrics_price_tickers - sum(map(len, self._priced.values()))
+        for stats in results:
+            if stats.ticker not in priced:
+                if room <= 0:
+                    continue
+                priced.add(stats.ticker)
+                room -= 1
+            self.metrics.window_avg_price.labels(stats.ticker).set(stats.avg_price)
 
     async def _send_dead_letters(self, partition: int, dead_letters: Sequence[DeadLetter]) -> None:
         producer = self._require_producer()
@@ -314,7 +326,7 @@ class Pipeline(Service):
             for ticker in self._priced.pop(partition, ()):
                 self.metrics.window_avg_price.remove(ticker)
         for partition in sorted(partitions - set(self._states)):
-            state = self._restore(partition)
+            state = await self._restore(partition)
             results = state.close_windows()  # closed before the crash, maybe never emitted
             if results:
                 await self._send_results(partition, results)
@@ -322,13 +334,17 @@ class Pipeline(Service):
         self.metrics.rebalances.inc()
         log.info("ready: active partitions %s", sorted(partitions))
 
-    def _restore(self, partition: int) -> PartitionState:
+    async def _restore(self, partition: int) -> PartitionState:
+        """Load a partition's state from RocksDB, off the event loop: a million aggregates take
+        seconds, and /health and /ready must keep answering meanwhile."""
         started = time.monotonic()
-        state = PartitionState.restore(
-            self.table.store.partition_items(partition),
-            self._spec,
-            self.settings.emit_mode,
-            self.settings.window_retention_ms,
+        state = await asyncio.to_thread(
+            lambda: PartitionState.restore(
+                self.table.store.partition_items(partition),
+                self._spec,
+                self.settings.emit_mode,
+                self.settings.window_retention_ms,
+            )
         )
         self._states[partition] = state
         self.metrics.restored_partitions.inc()
