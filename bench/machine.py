@@ -1,4 +1,5 @@
-"""The machine a run happened on, for the report (figures are only comparable within one)."""
+"""The machine a run happened on: timings are only comparable on one machine, and a loaded
+machine (shared CI, other test runs) shows up in the load average recorded at start and end."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 
 import psutil
 
-__all__ = ["describe_machine"]
+from tradestats.devbroker import KAFKA_VERSION
+
+__all__ = ["describe_machine", "load_average"]
 
 
 def _cpu_model() -> str:
@@ -35,6 +38,10 @@ def _java_version() -> str:
     return match.group(1) if match else "unknown"
 
 
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def describe_machine() -> dict[str, Any]:
     return {
         "cpu_model": _cpu_model(),
@@ -44,5 +51,6 @@ def describe_machine() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "java": _java_version(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "kafka": KAFKA_VERSION,
+        "load_average_at_start": load_average(),
     }

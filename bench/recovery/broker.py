@@ -16,7 +16,7 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.recovery.progress import Progress
+from bench.progress import Progress
 from tradestats.devbroker import KAFKA_VERSION, LocalKafka
 
 __all__ = ["BrokerHandle", "changelog_disk_bytes", "settle_cleaner"]
@@ -48,7 +48,7 @@ class BrokerHandle:
             return cls(external, log_dir, f"external broker at {external}")
         local = LocalKafka(state_dir, heap="1g")
         started_here = not local.is_running()
-        progress.step(
+        progress.say(
             f"starting Kafka {KAFKA_VERSION} in {state_dir}"
             if started_here
             else f"reusing the running broker of {state_dir}"

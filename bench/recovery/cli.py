@@ -17,8 +17,9 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from bench.machine import describe_machine, load_average
+from bench.progress import Progress
 from bench.recovery.broker import BrokerHandle
-from bench.recovery.machine import describe_machine, load_average
 from bench.recovery.plan import (
     DEFAULT_SEGMENT_BYTES,
     FULL,
@@ -30,7 +31,6 @@ from bench.recovery.plan import (
     parse_count,
 )
 from bench.recovery.plots import write_plots
-from bench.recovery.progress import Progress
 from bench.recovery.report import render_report
 from bench.recovery.results import (
     RunResult,
@@ -110,7 +110,7 @@ async def _measure(
 ) -> None:
     """Run every measurement of the plan, saving the results after each state."""
     for target in plan.sizes:
-        progress.step(f"=== state size {format_count(target)} aggregates")
+        progress.say(f"=== state size {format_count(target)} aggregates")
         state_run = StateRun(
             broker, plan, target, DEFAULT_SEGMENT_BYTES, root / f"size-{target}", progress
         )
@@ -135,7 +135,7 @@ async def _measure(
         if shared is not None:
             run.segments.append(SegmentResult(segment, shared.state, shared.of_kind("cold"), True))
             continue
-        progress.step(
+        progress.say(
             f"=== segment.bytes {format_bytes(segment)}, "
             f"{format_count(plan.segment_state)} aggregates"
         )
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     root = args.work_dir / started.strftime("%Y%m%d-%H%M%S")
     results = args.results or root / "results.json"
     out = args.out or (root if args.quick else _DOCS)
-    progress.step(f"plan: {plan}")
-    progress.step(f"worker logs and raw results: {root}")
+    progress.say(f"plan: {plan}")
+    progress.say(f"worker logs and raw results: {root}")
     broker = BrokerHandle.open(
         external=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
         state_dir=_BROKER_STATE_DIR,
@@ -201,5 +201,5 @@ def main(argv: list[str] | None = None) -> int:
     run.machine["load_average_at_end"] = load_average()
     save_results(run, results)
     report = _render(run, out, command)
-    progress.step(f"done in {run.duration_seconds / 60:.1f} min: {report}, raw results {results}")
+    progress.say(f"done in {run.duration_seconds / 60:.1f} min: {report}, raw results {results}")
     return 0

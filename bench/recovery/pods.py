@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bench.recovery.progress import Progress
+from bench.progress import Progress
 from bench.recovery.results import Phases
 from tests.integration.harness import Worker
 from tests.scenarios.statefulset import StatefulSet, parse_recoveries

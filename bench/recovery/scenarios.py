@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from bench.progress import Progress
 from bench.recovery.broker import BrokerHandle, changelog_disk_bytes, settle_cleaner
 from bench.recovery.kafka import (
     ChangelogScan,
@@ -41,7 +42,6 @@ from bench.recovery.pods import (
     start_timed,
     wait_ready,
 )
-from bench.recovery.progress import Progress
 from bench.recovery.results import KINDS, Restart, StateInfo, Takeover
 from tests.integration.harness import Topics, worker_env
 from tests.scenarios.statefulset import StatefulSet
@@ -114,7 +114,7 @@ class StateRun:
                     )
                     await asyncio.sleep(_POLL_SECONDS)
         build_seconds = time.monotonic() - started
-        progress.step(
+        progress.say(
             f"{self.label}: {trades:,} trades for {self.tickers:,} tickers x {plan.panes} panes "
             f"checkpointed in {build_seconds:.1f} s"
         )
@@ -153,7 +153,7 @@ class StateRun:
             metrics_bytes=len(str(text)) if status == 200 else 0,
             metrics_seconds=metrics_seconds,
         )
-        progress.step(
+        progress.say(
             f"{self.label}: state verified in the changelog: {state.aggregates:,} aggregates in "
             f"{state.live_keys:,} keys; {state.changelog_records:,} of "
             f"{state.changelog_offsets:,} records left after compaction "
@@ -184,7 +184,7 @@ class StateRun:
             sts, 0, timeout=self.plan.ready_timeout, progress=self.progress, label=label
         )
         replayed = active_restored(sts.pod(0))
-        self.progress.step(
+        self.progress.say(
             f"{label}: ready in {timing.seconds:.2f} s, {replayed:,} changelog records replayed"
         )
         return Restart(
@@ -208,7 +208,7 @@ class StateRun:
         standby_records = self._wait_standby_caught_up(warm_copy)
         before = active_restored(survivor)
         recoveries_before = len(sts.recoveries(1))
-        progress.step(
+        progress.say(
             f"{self.label}: tradestats-1 holds standby copies of {sts.standbys(1)} "
             f"({standby_records:,} records applied); SIGKILL tradestats-0 (owner of {taken})"
         )
@@ -252,7 +252,7 @@ class StateRun:
             phases=phases_of_start(events, killed_wall, ready_wall),
             slowest_answer_seconds=prober.slowest,
         )
-        progress.step(
+        progress.say(
             f"{self.label}: standby takeover: detected after {_seconds(result.detection_seconds)}, "
             f"assigned after {_seconds(result.assigned_seconds)}, ready "
             f"{_seconds(result.restore_seconds)} later; {replayed:,} records replayed "
