@@ -27,7 +27,6 @@ from typing import Any
 from tests.integration.harness import Topics, Worker, worker_env
 
 __all__ = [
-    "IDLE_CLOSE_MS",
     "POD_PREFIX",
     "SESSION_TIMEOUT_MS",
     "Recovery",
@@ -286,19 +285,9 @@ class StatefulSet:
 #: short while a quick restart (a few seconds) still keeps the assignment.
 SESSION_TIMEOUT_MS = 10_000
 
-#: Longer than the integration tests' 2 s: a pod's partitions are paused while it rebalances
-#: and restores, and a pause longer than this lets the worker close windows whose trades are
-#: still waiting to be fetched (the idle-close service bug, see test_broker_restart.py).
-#: Rebalances here take 1-3 s; 5 s keeps that bug from deciding the scenarios' outcome.
-IDLE_CLOSE_MS = 5_000
-
 
 def pod_env(bootstrap: str, topics: Topics, partitions: int, **overrides: object) -> dict[str, str]:
-    """The pods' shared settings: the integration defaults, a short session timeout and a
-    longer idle close."""
-    settings: dict[str, object] = {
-        "kafka_session_timeout_ms": SESSION_TIMEOUT_MS,
-        "window_idle_close_ms": IDLE_CLOSE_MS,
-        **overrides,
-    }
+    """The pods' shared settings: the integration defaults (windows of a partition without
+    trades close after 2 s) and a short session timeout."""
+    settings: dict[str, object] = {"kafka_session_timeout_ms": SESSION_TIMEOUT_MS, **overrides}
     return worker_env(bootstrap, topics, partitions, **settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -72,6 +71,6 @@ async def test_scale_out_1_to_3_and_in_to_1_under_load(
 @pytest.mark.soak
 @pytest.mark.timeout(1800)
 async def test_scale_out_and_in_soak(
-    kafka: Broker, statefulset: Callable[[dict[str, str], int], StatefulSet], tmp_path: Path
+    kafka: Broker, statefulset: Callable[[dict[str, str], int], StatefulSet]
 ) -> None:
     await scale_out_and_in(kafka, statefulset, rate=3000, hold=20, cycles=5)
