@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.conftest import Broker
@@ -253,4 +254,36 @@ async def test_commits_keep_up_with_processing(kafka: Broker, tmp_path: Path) ->
         assert worker.metrics()["tradestats_trades_processed_total"] > 0
     finally:
         await admin.close()
+        worker.stop_quietly()
+
+
+async def test_a_maximal_bad_record_is_dead_lettered_whole(kafka: Broker, tmp_path: Path) -> None:
+    """The largest record the input topic accepts still fits in the dead-letter topic, with
+    its headers: it must not crash the worker into a restart loop."""
+    topics = Topics.unique("huge")
+    await create_topics(kafka.bootstrap_servers, [topics.trades], 1)
+    value = b"\x00" * 1_048_400  # just under the broker's default record limit, not JSON
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, max_request_size=2**21)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.trades, value, key=b"MMM")
+        await producer.send_and_wait(
+            topics.trades, trade("MMM", 1.0, 1, "ASK", int(time.time() * 1000)).value, key=b"MMM"
+        )
+    finally:
+        await producer.stop()
+    worker = start_worker(tmp_path, "w0", worker_env(kafka.bootstrap_servers, topics, 1))
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        dead = await consume(
+            kafka.bootstrap_servers, topics.dlq, done=lambda r: len(r) > 0, within=60
+        )
+        assert dead[0].value == value
+        assert dict(dead[0].headers)["tradestats.reason"] == b"not_json"
+        stats = await consume(
+            kafka.bootstrap_servers, topics.stats, done=lambda r: len(r) > 0, within=60
+        )
+        assert stats, "the valid trade after it was aggregated"
+        assert worker.alive()
+    finally:
         worker.stop_quietly()

@@ -7,7 +7,7 @@ from typing import Any
 
 import faust
 
-from tradestats.service.kafka import faust_broker, faust_credentials
+from tradestats.service.kafka import DEAD_LETTER_MAX_BYTES, faust_broker, faust_credentials
 from tradestats.service.metrics import Metrics
 from tradestats.service.pipeline import Pipeline
 from tradestats.service.store import StateTable
@@ -78,7 +78,9 @@ def build_app(settings: Settings) -> Service:
         )
 
     trades = topic(settings.trades_topic, schema=BatchSchema())
-    declared = [topic(settings.stats_topic), topic(settings.dlq_topic)]
+    # A dead letter is its input record plus headers: room for the largest input record.
+    dlq = topic(settings.dlq_topic, config={"max.message.bytes": DEAD_LETTER_MAX_BYTES})
+    declared = [topic(settings.stats_topic), dlq]
 
     table = StateTable(
         app,

@@ -12,12 +12,18 @@ from faust.types.auth import CredentialsT
 from tradestats.settings import Settings
 
 __all__ = [
+    "DEAD_LETTER_MAX_BYTES",
     "client_config",
     "faust_broker",
     "faust_credentials",
     "partition_for_key",
     "producer_config",
 ]
+
+
+#: Twice Kafka's default record limit (about 1 MiB): a dead letter is an input record of up to
+#: that limit plus headers, so the dead-letter topic and the producer allow more.
+DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -29,7 +29,7 @@ from mode import Service
 
 from tradestats.core.codec import WindowStats, encode_window_stats, encode_windowed_key
 from tradestats.core.partition import DeadLetter, EmitMode, PartitionState
-from tradestats.service.kafka import partition_for_key, producer_config
+from tradestats.service.kafka import DEAD_LETTER_MAX_BYTES, partition_for_key, producer_config
 from tradestats.service.metrics import Metrics
 from tradestats.service.store import StateTable
 from tradestats.service.transport import RecordBatch
@@ -81,7 +81,9 @@ class Pipeline(Service):
     async def on_start(self) -> None:
         for topic in self._output_topics:
             await topic.maybe_declare()
-        self._producer = AIOKafkaProducer(**producer_config(self.settings))
+        self._producer = AIOKafkaProducer(
+            **producer_config(self.settings, max_request_size=DEAD_LETTER_MAX_BYTES)
+        )
         await self._producer.start()
         self._stats_partitions = len(await self._producer.partitions_for(self.settings.stats_topic))
         self._dlq_partitions = len(await self._producer.partitions_for(self.settings.dlq_topic))
