@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["JsonFormatter", "logging_config"]
+__all__ = ["JsonFormatter", "RepeatFilter", "logging_config"]
 
 #: Attributes every LogRecord has; anything else was passed with ``extra=`` and is kept.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -31,6 +31,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class RepeatFilter(logging.Filter):
+    """Let the same message through once per ``seconds``, with a count of what it held back.
+
+    While the broker is away aiokafka logs each failed connection and fetch, ten times a
+    second per client; one line every few seconds says the same.
+    """
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        last, held = self._seen.get(key, (-self.seconds, 0))
+        if now - last < self.seconds:
+            self._seen[key] = (last, held + 1)
+            return False
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it in {now - last:.0f} s)"
+        self._seen[key] = (now, 0)
+        return True
+
+
 def logging_config(level: str, fmt: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` mapping for the worker."""
     formatter: dict[str, Any] = (
@@ -42,14 +67,16 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"repeats": {"()": RepeatFilter}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
                 "stream": "ext://sys.stderr",
+                "filters": ["repeats"],
             }
         },
         "root": {"level": level.upper(), "handlers": ["stderr"]},
-        # aiokafka and faust are chatty at INFO about every (re)join and fetch position
+        # aiokafka is chatty at INFO about every (re)join and fetch position
         "loggers": {"aiokafka": {"level": "WARNING"}},
     }

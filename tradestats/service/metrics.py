@@ -38,9 +38,11 @@ class _ScrapeTimeGauges(Collector):
         open_windows: Callable[[], int],
         consumer_lag: Callable[[], Mapping[int, int]],
         recovery_remaining: Callable[[], int],
+        standby_remaining: Callable[[], int],
         ready: Callable[[], bool],
     ) -> None:
         self._ready = ready
+        self._standby_remaining = standby_remaining
         self._open_windows = open_windows
         self._consumer_lag = consumer_lag
         self._recovery_remaining = recovery_remaining
@@ -63,6 +65,11 @@ class _ScrapeTimeGauges(Collector):
             f"{PREFIX}_recovery_records_remaining",
             "Changelog records still to replay before the worker is ready.",
             value=self._recovery_remaining(),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_standby_records_remaining",
+            "Changelog records the standby copies on this worker are behind.",
+            value=self._standby_remaining(),
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_recovering",
@@ -127,7 +134,8 @@ class Metrics:
         self.changelog_records_restored = Counter(
             f"{PREFIX}_changelog_records_restored",
             "Changelog records replayed into the local store: 'active' to restore a partition"
-            " this worker owns, 'standby' to keep a warm copy of another's.",
+            " this worker owns, 'standby' to keep a warm copy of another's (faust applies"
+            " standby records in buffers of up to 1000 per partition).",
             ["role"],
             registry=r,
         )
@@ -149,9 +157,12 @@ class Metrics:
         open_windows: Callable[[], int],
         consumer_lag: Callable[[], Mapping[int, int]],
         recovery_remaining: Callable[[], int],
+        standby_remaining: Callable[[], int],
         ready: Callable[[], bool],
     ) -> None:
         """Register the scrape-time gauges, read from the running worker."""
         self.registry.register(
-            _ScrapeTimeGauges(open_windows, consumer_lag, recovery_remaining, ready)
+            _ScrapeTimeGauges(
+                open_windows, consumer_lag, recovery_remaining, standby_remaining, ready
+            )
         )

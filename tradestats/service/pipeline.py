@@ -382,8 +382,15 @@ class Pipeline(Service):
 
     def recovery_remaining(self) -> int:
         """Changelog records faust still has to replay for the active partitions."""
-        recovery = cast(Any, self.app.tables).recovery
-        return int(recovery.active_remaining_total())
+        return int(self._recovery.active_remaining_total())
+
+    def standby_remaining(self) -> int:
+        """Changelog records the standby copies on this worker are behind."""
+        return int(self._recovery.standby_remaining_total())
+
+    @property
+    def _recovery(self) -> Any:
+        return cast(Any, self.app.tables).recovery
 
     def stalled_for(self) -> float:
         """Seconds without progress while input is waiting (0 when idle or keeping up)."""

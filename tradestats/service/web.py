@@ -42,6 +42,7 @@ def install_views(service: Service) -> None:
         open_windows=pipeline.open_windows,
         consumer_lag=pipeline.consumer_lag,
         recovery_remaining=pipeline.recovery_remaining,
+        standby_remaining=pipeline.standby_remaining,
         ready=lambda: pipeline.ready,
     )
     own_url = URL(settings.web_url)
