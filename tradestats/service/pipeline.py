@@ -11,8 +11,9 @@ The order of operations is what makes the results exact under failure (see
    acknowledged by Kafka; then the records go to the changelog; once acknowledged they are
    applied to RocksDB with their changelog offset; only then are the batches' events acked,
    which lets faust commit their source offsets.
-3. A partition without trades for ``WINDOW_IDLE_CLOSE_MS`` has its clock moved past its open
-   windows; that clock is made durable by a checkpoint *before* those windows are emitted.
+3. A partition without trades for ``WINDOW_IDLE_CLOSE_MS`` (while the broker was reachable and
+   shows nothing unread for it) has its clock moved past its open windows; that clock is made
+   durable by a checkpoint *before* those windows are emitted.
 """
 
 from __future__ import annotations
