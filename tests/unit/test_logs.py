@@ -10,8 +10,12 @@ import pytest
 from tradestats.service.logs import JsonFormatter, RepeatFilter
 
 
-def record(message: str, *args: object, **extra: object) -> logging.LogRecord:
-    made = logging.makeLogRecord({"name": "aiokafka", "levelno": 40, "levelname": "ERROR"})
+def record(
+    message: str, *args: object, level: int = logging.ERROR, **extra: object
+) -> logging.LogRecord:
+    made = logging.makeLogRecord(
+        {"name": "aiokafka", "levelno": level, "levelname": logging.getLevelName(level)}
+    )
     made.msg, made.args = message, args
     made.__dict__.update(extra)
     return made
@@ -36,3 +40,15 @@ def test_repeats_are_held_back_and_counted(monkeypatch: pytest.MonkeyPatch) -> N
     assert repeats.filter(last := record("Unable connect to node %s", 1))
     assert "and 3 more like it" in last.getMessage()
     assert repeats.filter(record("something else"))  # other messages are not held back
+
+
+def test_informational_lines_and_different_details_are_never_held_back() -> None:
+    """faust logs the active and the standby recovery tables with one format string."""
+    repeats = RepeatFilter(seconds=10)
+    tables = [
+        record("Highwater for %s changelog partitions", kind, level=logging.INFO)
+        for kind in ("active", "standby", "standby")
+    ]
+    assert all(repeats.filter(line) for line in tables)
+    assert repeats.filter(record("Unable connect to node %s", 1))
+    assert repeats.filter(record("Unable connect to node %s", 2))

@@ -32,10 +32,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class RepeatFilter(logging.Filter):
-    """Let the same message through once per ``seconds``, with a count of what it held back.
+    """Let the same warning through once per ``seconds``, with a count of what it held back.
 
     While the broker is away aiokafka logs each failed connection and fetch, ten times a
-    second per client; one line every few seconds says the same.
+    second per client; one line every few seconds says the same. Only warnings and errors
+    are held back, and only when identical once rendered: informational lines such as
+    faust's recovery reports share one format string and must all be seen.
     """
 
     def __init__(self, seconds: float = 10.0) -> None:
@@ -44,14 +46,18 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, str(record.msg))
+        if record.levelno < logging.WARNING:
+            return True
+        message = record.getMessage()
+        key = (record.name, record.levelno, message)
         now = time.monotonic()
         last, held = self._seen.get(key, (-self.seconds, 0))
         if now - last < self.seconds:
             self._seen[key] = (last, held + 1)
             return False
         if held:
-            record.msg = f"{record.msg} (and {held} more like it in {now - last:.0f} s)"
+            record.msg = f"{message} (and {held} more like it in {now - last:.0f} s)"
+            record.args = ()
         self._seen[key] = (now, 0)
         return True
 
