@@ -10,7 +10,7 @@ import faust
 from tradestats.service.kafka import DEAD_LETTER_MAX_BYTES, faust_broker, faust_credentials
 from tradestats.service.metrics import Metrics
 from tradestats.service.pipeline import Pipeline
-from tradestats.service.store import StateTable
+from tradestats.service.store import PromptTableManager, StateTable
 from tradestats.service.transport import BatchingTransport, BatchSchema
 from tradestats.service.web import install_views
 from tradestats.settings import Settings
@@ -43,6 +43,7 @@ def build_app(settings: Settings) -> Service:
         broker=faust_broker(settings),
         broker_credentials=faust_credentials(settings),
         store="rocksdb://",
+        TableManager=PromptTableManager,
         datadir=str(settings.data_dir),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
