@@ -19,10 +19,11 @@ The order of operations is what makes the results exact under failure (see
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaProducer
 from faust.types import TP, AppT, EventT, TopicT
@@ -38,6 +39,7 @@ from tradestats.settings import Settings
 
 __all__ = ["Pipeline"]
 
+_T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 _TICK_SECONDS = 0.1
@@ -342,12 +344,13 @@ class Pipeline(Service):
         seconds, and /health and /ready must keep answering meanwhile."""
         started = time.monotonic()
         state = await asyncio.to_thread(
+            _without_cyclic_gc,
             lambda: PartitionState.restore(
                 self.table.store.partition_items(partition),
                 self._spec,
                 self.settings.emit_mode,
                 self.settings.window_retention_ms,
-            )
+            ),
         )
         self._states[partition] = state
         self.metrics.restored_partitions.inc()
@@ -403,3 +406,20 @@ class Pipeline(Service):
         if self._producer is None:
             raise RuntimeError("pipeline producer not started")
         return self._producer
+
+
+def _without_cyclic_gc(load: Callable[[], _T]) -> _T:
+    """Run ``load`` with Python's cyclic garbage collector paused, then freeze what it built.
+
+    Loading state allocates millions of long-lived objects, and the collector traversed them
+    again and again: half of the load time. Frozen, later collections skip them too; objects
+    are still freed by reference counting (state holds no reference cycles).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return load()
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
