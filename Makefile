@@ -50,7 +50,7 @@ format: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix tradestats tests
 	$(BIN)/ruff format tradestats tests
 
-bench: $(STAMP) ## Benchmark tradestats against its peers (1M trades; ~1 h); writes docs/benchmarks.md
+bench: $(STAMP) ## Benchmark tradestats against its peers (1M trades; ~40 min); writes docs/benchmarks.md
 	$(BIN)/python -m bench
 
 bench-quick: $(STAMP) ## The benchmark's small form (the one CI runs), output in .local/bench/quick
