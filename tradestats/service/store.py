@@ -33,8 +33,9 @@ class PromptTableManager(TableManager):
     """
 
     async def on_start(self) -> None:
-        await self._update_channels()
-        await self.recovery.start()
+        if not self.should_stop:  # stopped before it started: nothing to subscribe
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class CheckpointStore(rocksdb.Store):
