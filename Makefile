@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PY_SOURCES := tradestats devtools tests
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
@@ -33,7 +34,7 @@ $(TOOLS_STAMP): tests/deploy/requirements-tools.txt
 tools: $(TOOLS_STAMP) ## Install the deployment validators (hadolint, check-jsonschema, kubernetes-validate, checkov)
 
 demo: $(STAMP) ## Start a local Kafka broker, a worker and the load generator; print live stats
-	$(BIN)/tradestats demo
+	$(BIN)/python -m devtools.demo
 
 test: $(STAMP) $(TOOLS_STAMP) ## Run the whole test suite (starts its own Kafka broker)
 	$(BIN)/pytest
@@ -42,13 +43,13 @@ test-unit: $(STAMP) ## Run only the broker-free tests
 	$(BIN)/pytest tests/unit
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
-	$(BIN)/ruff check tradestats tests
-	$(BIN)/ruff format --check tradestats tests
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy
 
 format: $(STAMP) ## Apply ruff formatting and safe fixes
-	$(BIN)/ruff check --fix tradestats tests
-	$(BIN)/ruff format tradestats tests
+	$(BIN)/ruff check --fix $(PY_SOURCES)
+	$(BIN)/ruff format $(PY_SOURCES)
 
 bench: $(STAMP) ## Benchmark tradestats against its peers (1M trades; ~40 min); writes docs/benchmarks.md
 	$(BIN)/python -m bench
@@ -57,11 +58,11 @@ bench-quick: $(STAMP) ## The benchmark's small form (the one CI runs), output in
 	$(BIN)/python -m bench --quick
 
 broker: $(STAMP) ## Start the local Kafka broker in .local/kafka (idempotent)
-	$(BIN)/python -m tradestats.devbroker start
+	$(BIN)/python -m devtools.kafka start
 
 broker-stop: ## Stop the local Kafka broker
-	$(BIN)/python -m tradestats.devbroker stop
+	$(BIN)/python -m devtools.kafka stop
 
 clean: ## Remove the virtualenv, local broker data and caches
-	-$(BIN)/python -m tradestats.devbroker stop 2>/dev/null
+	-$(BIN)/python -m devtools.kafka stop 2>/dev/null
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

@@ -1,6 +1,6 @@
 """``python -m bench``: produce the input once, run every contender on it, write the report.
 
-The broker is the project's own (``tradestats.devbroker.LocalKafka`` under
+The broker is the project's own (``devtools.kafka.LocalKafka`` under
 ``.local/bench-kafka``, reused when already running) unless ``KAFKA_BOOTSTRAP_SERVERS`` or
 ``--bootstrap`` names another. Builds (the Kafka Streams jar, the Quix Streams environment)
 happen before anything is timed and are cached under ``~/.cache/tradestats/bench``.
@@ -111,7 +111,7 @@ def _bootstrap(args: argparse.Namespace, progress: Progress) -> str:
     explicit = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if explicit:
         return str(explicit)
-    from tradestats.devbroker import LocalKafka
+    from devtools.kafka import LocalKafka
 
     progress.say("starting the project's broker under .local/bench-kafka ...")
     broker = LocalKafka(REPO_ROOT / ".local" / "bench-kafka", heap="1g")

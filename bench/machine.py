@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-from tradestats.devbroker import KAFKA_VERSION
+from devtools.kafka import KAFKA_VERSION
 
 __all__ = ["describe_machine", "load_average"]
 

@@ -1,6 +1,6 @@
 """Session fixtures: the real Kafka broker every integration test talks to.
 
-The broker is the project's own (``tradestats.devbroker``), started once per session with
+The broker is the project's own (``devtools.kafka``), started once per session with
 SASL and TLS listeners besides PLAINTEXT, or an external one named by
 ``KAFKA_BOOTSTRAP_SERVERS``. If it cannot start, every test that needs it errors: broker tests
 are never skipped.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tradestats.devbroker import LocalKafka
+from devtools.kafka import LocalKafka
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
@@ -88,33 +87,6 @@ def loadgen(
         f" tickers in {report.seconds:.1f} s: {report.rate:,.0f} trades/s",
         err=True,
     )
-
-
-@main.command()
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    default=Path(".local"),
-    show_default=True,
-    help="Broker data (kafka/), worker state and logs.",
-)
-@click.option(
-    "--rate",
-    type=float,
-    default=50.0,
-    show_default=True,
-    help="Trades per second from the load generator.",
-)
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-def demo(state_dir: Path, rate: float, duration: float | None) -> None:
-    """Local broker + worker + load generator, printing window results as they close.
-
-    Uses the broker at KAFKA_BOOTSTRAP_SERVERS when set, else starts the project's own.
-    """
-    from tradestats.demo import run_demo
-
-    shown = run_demo(state_dir, rate, duration)
-    click.echo(f"{shown} window results shown", err=True)
 
 
 if __name__ == "__main__":

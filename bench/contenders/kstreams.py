@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.contenders.base import REPO_ROOT, Contender, Emission, RunSpec
 from bench.process import Launch
-from tradestats.devbroker.broker import find_java
+from devtools.kafka.broker import find_java
 
 __all__ = ["KafkaStreams"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.progress import Progress
-from tradestats.devbroker import KAFKA_VERSION, LocalKafka
+from devtools.kafka import KAFKA_VERSION, LocalKafka
 
 __all__ = ["BrokerHandle", "changelog_disk_bytes", "settle_cleaner"]
 
@@ -57,7 +57,7 @@ class BrokerHandle:
         return cls(
             local.bootstrap_servers,
             log_dir or local.data_dir,
-            f"local Kafka {KAFKA_VERSION} (tradestats.devbroker, one node, heap 1g)",
+            f"local Kafka {KAFKA_VERSION} (devtools.kafka, one node, heap 1g)",
             local,
             started_here,
         )

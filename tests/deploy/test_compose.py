@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
+from devtools.kafka import KAFKA_VERSION
 from tests.deploy.dockerfile import parse
 from tests.deploy.tools import REPO, app_paths, require_tool, run, settings_env_names
 from tradestats.cli import main
-from tradestats.devbroker import KAFKA_VERSION
 
 COMPOSE = REPO / "docker-compose.yml"
 WORKERS = ("worker-0", "worker-1", "worker-2")

@@ -132,4 +132,4 @@ def test_dockerignore_is_an_allowlist_of_what_is_copied(stages: list[Stage]) -> 
             assert not dockerignore_admits(patterns, path.name), path.name
     for path in ("tradestats/__pycache__/cli.cpython-311.pyc", "tradestats/x.pyc"):
         assert not dockerignore_admits(patterns, path)
-    assert dockerignore_admits(patterns, "tradestats/devbroker/pom.xml")  # package data
+    assert not dockerignore_admits(patterns, "devtools/kafka/pom.xml")  # dev tooling stays out

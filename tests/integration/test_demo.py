@@ -30,8 +30,7 @@ def test_demo_shows_window_results_flowing(kafka: Broker, tmp_path: Path) -> Non
         [
             sys.executable,
             "-m",
-            "tradestats",
-            "demo",
+            "devtools.demo",
             "--state-dir",
             str(tmp_path),
             "--duration",

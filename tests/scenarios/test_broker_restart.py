@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from devtools.kafka import LocalKafka
 from tests.integration.harness import Topics, create_topics
 from tests.scenarios.load import SteadyLoad, expect_exact_windows
 from tests.scenarios.statefulset import StatefulSet, pod_env
-from tradestats.devbroker import LocalKafka
 
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aiokafka.helpers import create_ssl_context
 
+from devtools.kafka import DEFAULT_PASSWORD, DEFAULT_USER, LocalKafka
 from tests.conftest import Broker
 from tests.integration.harness import (
     Topics,
@@ -31,7 +32,6 @@ from tests.integration.harness import (
 )
 from tests.oracle import parse_trade
 from tests.scenarios.load import SteadyLoad, expect_exact_windows
-from tradestats.devbroker import DEFAULT_PASSWORD, DEFAULT_USER, LocalKafka
 
 pytestmark = [pytest.mark.broker]
 

@@ -22,7 +22,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 
-from tradestats.devbroker import DEFAULT_PASSWORD, DEFAULT_USER, BrokerError, LocalKafka
+from devtools.kafka import DEFAULT_PASSWORD, DEFAULT_USER, BrokerError, LocalKafka
 
 pytestmark = pytest.mark.broker
 
@@ -163,7 +163,7 @@ def cli(kafka: LocalKafka, command: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "tradestats.devbroker",
+            "devtools.kafka",
             command,
             "--state-dir",
             str(kafka.state_dir),

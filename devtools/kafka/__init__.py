@@ -1,9 +1,9 @@
 """The project's local Kafka: a real single-node KRaft broker for tests, benchmarks and demos.
 
-See :class:`LocalKafka` and ``python -m tradestats.devbroker --help``.
+See :class:`LocalKafka` and ``python -m devtools.kafka --help``.
 """
 
-from tradestats.devbroker.broker import (
+from devtools.kafka.broker import (
     DEFAULT_PASSWORD,
     DEFAULT_USER,
     KAFKA_VERSION,

@@ -1,4 +1,5 @@
-"""``tradestats demo``: a local broker, one worker and the load generator, with results shown live.
+"""``python -m devtools.demo`` (``make demo``): a local broker, one worker and the load generator,
+with results shown live.
 
 Everything runs as it would in production (separate processes, configured by environment
 variables); the demo only wires them together on this machine and prints the window
@@ -7,6 +8,7 @@ statistics as they arrive on the output topic.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -21,10 +23,11 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
+from devtools.kafka import LocalKafka
 from tradestats.core.codec import decode_windowed_key
 from tradestats.settings import Settings
 
-__all__ = ["run_demo"]
+__all__ = ["main", "run_demo"]
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -85,8 +88,6 @@ async def _show(settings: Settings, duration: float | None) -> int:
 
 def run_demo(state_dir: Path, rate: float, duration: float | None) -> int:
     """Run until Ctrl-C (or ``duration`` seconds); returns the number of results shown."""
-    from tradestats.devbroker import LocalKafka
-
     state_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -131,3 +132,29 @@ def run_demo(state_dir: Path, rate: float, duration: float | None) -> int:
                     process.wait(30)
         if broker is not None:
             broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.demo",
+        description="Local broker + worker + load generator, printing window results as they "
+        "close. Uses the broker at KAFKA_BOOTSTRAP_SERVERS when set, else starts the "
+        "project's own.",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".local"),
+        help="broker data (kafka/), worker state and logs (default: .local)",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=50.0, help="trades per second from the load generator"
+    )
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    args = parser.parse_args()
+    shown = run_demo(args.state_dir, args.rate, args.duration)
+    print(f"{shown} window results shown", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

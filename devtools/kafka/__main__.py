@@ -1,4 +1,4 @@
-"""``python -m tradestats.devbroker {start,stop,status,restart,env}``: the local dev broker.
+"""``python -m devtools.kafka {start,stop,status,restart,env}``: the local dev broker.
 
 The broker outlives this command; the state directory (default ``.local/kafka``) remembers
 its pid and ports, so later commands find it.
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tradestats.devbroker.broker import (
+from devtools.kafka.broker import (
     DEFAULT_TIMEOUT,
     KAFKA_VERSION,
     SASL_PLAINTEXT,
@@ -25,7 +25,7 @@ from tradestats.devbroker.broker import (
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tradestats.devbroker",
+        prog="python -m devtools.kafka",
         description=f"Run the project's local Apache Kafka {KAFKA_VERSION} broker (dev only).",
     )
     parser.add_argument(
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="devbroker: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="devtools.kafka: %(message)s", stream=sys.stderr)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # probes while waiting are noisy
     kafka = LocalKafka(args.state_dir, port=args.port, sasl=args.sasl, tls=args.tls, heap=args.heap)
     try:
