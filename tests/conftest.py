@@ -14,8 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from devtools.kafka import LocalKafka
+
+# The machine is shared and often busy: property tests must not fail because drawing inputs or
+# running one example took long. They still fail on any counterexample.
+settings.register_profile(
+    "busy-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("busy-machine")
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_session_timeout_ms: int = Field(30_000, ge=6_000)
+    kafka_delivery_timeout_ms: int = Field(300_000, ge=1_000)
 
     # Topics and identity
     app_id: str = Field("tradestats", pattern=r"^[A-Za-z0-9._-]+$")

@@ -6,6 +6,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from faust.types import TP
+
 from tests.oracle import Record
 from tests.unit.test_partition import trade_value
 from tradestats.core.partition import PartitionState
@@ -14,10 +16,16 @@ from tradestats.service.pipeline import Pipeline
 from tradestats.settings import Settings
 
 
-def pipeline_with(highwater: int | None, applied_offset: int) -> Pipeline:
-    consumer = SimpleNamespace(highwater=lambda tp: highwater)
+def pipeline_with(highwater: int | None, applied_offset: int, *, assigned: bool = True) -> Pipeline:
+    def highwater_of(tp: TP) -> int | None:
+        assert tp in consumer.assignment(), "Partition is not assigned"  # as aiokafka does
+        return highwater
+
+    held = {TP(Settings().trades_topic, 0)} if assigned else set()
+    consumer = SimpleNamespace(highwater=highwater_of, assignment=lambda: held)
     app: Any = SimpleNamespace(consumer=consumer, consumer_generation_id=3, rebalancing=False)
-    pipeline = Pipeline(app, Settings(), table=None, metrics=Metrics(), output_topics=[])  # type: ignore[arg-type]
+    table: Any = SimpleNamespace(changelog_topic_name="changelog")
+    pipeline = Pipeline(app, Settings(), table=table, metrics=Metrics())
     state = PartitionState(Settings().window_spec)
     records = [
         Record(0, i, 1000 + i, b"MMM", trade_value("MMM", 1.0, 1, "ASK"))
@@ -51,3 +59,11 @@ def test_not_ready_is_not_stalled() -> None:
     pipeline._last_progress = time.monotonic() - 120
     pipeline.app.rebalancing = True  # restoring is /ready's business, not a reason to restart
     assert pipeline.stalled_for() == 0.0
+
+
+def test_partitions_revoked_in_a_rebalance_have_no_lag_and_no_error() -> None:
+    """The consumer gives partitions up before their states go: the lag of those is unknown
+    (it used to raise, and /metrics and /health answered HTTP 500)."""
+    revoked = pipeline_with(highwater=100, applied_offset=9, assigned=False)
+    assert revoked.consumer_lag() == {}
+    assert revoked.stalled_for() == 0.0

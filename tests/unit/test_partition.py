@@ -7,7 +7,7 @@ import random
 from unittest import mock
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.oracle import (
@@ -95,7 +95,7 @@ def check_emitted(emitted: list[WindowStats], expected: Expected, spec: WindowSp
         assert_window_values_match(actual, window_value(ticker, start, spec.size_ms, trades))
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(record_streams(), specs, st.randoms(use_true_random=False))
 def test_final_mode_matches_the_oracle_exactly_once(
     records: list[Record], spec: WindowSpec, rng: random.Random
@@ -134,7 +134,7 @@ def replay_table(changelog: list[tuple[bytes, bytes | None]]) -> dict[bytes, byt
     return table
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(record_streams(), specs, st.randoms(use_true_random=False), st.integers(1, 3))
 def test_crashes_and_replays_keep_windows_exact(
     records: list[Record], spec: WindowSpec, rng: random.Random, crashes: int
@@ -195,7 +195,7 @@ def test_crashes_and_replays_keep_windows_exact(
     check_emitted(acknowledged, expected, spec)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200)
 @given(record_streams(), specs, st.randoms(use_true_random=False))
 def test_update_mode_emits_each_change_once_per_checkpoint_and_ends_at_the_final_value(
     records: list[Record], spec: WindowSpec, rng: random.Random

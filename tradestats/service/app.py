@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.app.base import BootStrategy
+from mode import ServiceT
 
 from tradestats.service.kafka import DEAD_LETTER_MAX_BYTES, faust_broker, faust_credentials
 from tradestats.service.metrics import Metrics
 from tradestats.service.pipeline import Pipeline
 from tradestats.service.store import PromptTableManager, StateTable
+from tradestats.service.topics import TopicSetup, TopicSpec
 from tradestats.service.transport import BatchingTransport, BatchSchema
 from tradestats.service.web import install_views
 from tradestats.settings import Settings
@@ -24,12 +28,35 @@ _STREAM_BUFFER_BATCHES = 32
 _MAX_POLL_RECORDS = 20000
 
 
+class _StartOrder(BootStrategy):
+    """faust's start order with tradestats' services in it: the web server first (so /health
+    and /ready answer while Kafka is awaited), then the topic setup, then the pipeline's
+    producer, and only then faust's producer, consumer, agent and tables."""
+
+    def __init__(self, app: faust.App, *, before_kafka: Iterable[ServiceT]) -> None:
+        super().__init__(app)
+        self.before_kafka = list(before_kafka)
+
+    def server(self) -> Iterable[ServiceT]:
+        return self._chain(
+            self.sensors(),
+            self.web_server(),
+            self.before_kafka,
+            self.kafka_producer(),
+            self.kafka_consumer(),
+            self.agents(),
+            self.kafka_conductor(),
+            self.tables(),
+        )
+
+
 @dataclass(frozen=True)
 class Service:
     """What the worker is made of, for the CLI, the web views and tests."""
 
     app: faust.App
     settings: Settings
+    topics: TopicSetup
     pipeline: Pipeline
     table: StateTable
     metrics: Metrics
@@ -69,19 +96,19 @@ def build_app(settings: Settings) -> Service:
     app.transport = BatchingTransport(app.conf.broker_consumer, app, [settings.trades_topic])
     metrics = Metrics()
 
-    def topic(name: str, **kwargs: Any) -> faust.TopicT:
-        return app.topic(
-            name,
-            partitions=settings.topic_partitions,
-            replicas=settings.topic_replication_factor,
-            internal=True,  # faust creates it when missing
-            **kwargs,
-        )
-
-    trades = topic(settings.trades_topic, schema=BatchSchema())
+    trades = app.topic(
+        settings.trades_topic,
+        partitions=settings.topic_partitions,
+        replicas=settings.topic_replication_factor,
+        schema=BatchSchema(),
+    )
     # A dead letter is its input record plus headers: room for the largest input record.
-    dlq = topic(settings.dlq_topic, config={"max.message.bytes": DEAD_LETTER_MAX_BYTES})
-    declared = [topic(settings.stats_topic), dlq]
+    dlq_config = {"max.message.bytes": DEAD_LETTER_MAX_BYTES}
+    changelog_config = {
+        "segment.bytes": settings.changelog_segment_bytes,
+        "segment.ms": 600_000,
+        "min.cleanable.dirty.ratio": 0.1,
+    }
 
     table = StateTable(
         app,
@@ -91,11 +118,7 @@ def build_app(settings: Settings) -> Service:
         key_type=bytes,  # raw bytes: keys hash like the input topic's (routing)
         value_type=bytes,
         help="Per-ticker pane aggregates and per-partition stream clocks.",
-        extra_topic_configs={
-            "segment.bytes": settings.changelog_segment_bytes,
-            "segment.ms": 600_000,
-            "min.cleanable.dirty.ratio": 0.1,
-        },
+        extra_topic_configs=changelog_config,
         options={
             "driver": "rocksdict",
             "block_cache_size": settings.rocksdb_block_cache_bytes,
@@ -105,12 +128,32 @@ def build_app(settings: Settings) -> Service:
         },
     )
     app.tables.add(table)
-    pipeline = Pipeline(app, settings, table, metrics, declared)
+    changelog = table.changelog_topic_name
+
+    def spec(name: str, config: dict[str, Any], *, copartitioned: bool = False) -> TopicSpec:
+        return TopicSpec(
+            name,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+            {key: str(value) for key, value in config.items()},
+            copartitioned=copartitioned,
+        )
+
+    topic_setup = TopicSetup(
+        settings,
+        [
+            spec(settings.trades_topic, {}, copartitioned=True),
+            spec(settings.stats_topic, {}),
+            spec(settings.dlq_topic, dlq_config),
+            spec(changelog, {"cleanup.policy": "compact", **changelog_config}, copartitioned=True),
+        ],
+    )
+    pipeline = Pipeline(app, settings, table, metrics)
     table.on_recovered = pipeline.on_recovered
     table.on_changelog_applied = lambda count, standby: metrics.changelog_records_restored.labels(
         "standby" if standby else "active"
     ).inc(count)
-    app.add_dependency(pipeline)
+    app.boot_strategy = _StartOrder(app, before_kafka=[topic_setup, pipeline])
 
     @app.agent(trades, name="aggregate-trades")
     async def aggregate_trades(stream: faust.StreamT) -> None:
@@ -125,6 +168,6 @@ def build_app(settings: Settings) -> Service:
             await app.crash(exc)
             raise
 
-    service = Service(app, settings, pipeline, table, metrics)
+    service = Service(app, settings, topic_setup, pipeline, table, metrics)
     install_views(service)
     return service

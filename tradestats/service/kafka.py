@@ -6,6 +6,8 @@ import ssl
 from typing import Any
 
 import faust
+from aiokafka import errors
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.partitioner import murmur2
 from faust.types.auth import CredentialsT
 
@@ -16,7 +18,9 @@ __all__ = [
     "client_config",
     "faust_broker",
     "faust_credentials",
+    "incurable_reason",
     "partition_for_key",
+    "probe_connection",
     "producer_config",
 ]
 
@@ -60,6 +64,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "enable_idempotence": True,
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
+        # How long a batch may wait for a leader before its delivery fails (and the worker
+        # sends it again with a new producer, see tradestats.service.output).
+        "request_timeout_ms": 30_000,
         **overrides,
     }
 
@@ -85,3 +92,67 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
 def partition_for_key(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), as the Java producer places keyed records."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+#: Errors that no retry and no new connection can cure: the worker has to stop and say why.
+_INCURABLE: dict[type[Exception], str] = {
+    errors.AuthenticationFailedError: "authentication failed",
+    errors.SaslAuthenticationFailed: "authentication failed",
+    errors.AuthenticationMethodNotSupported: "authentication method not supported",
+    errors.UnsupportedSaslMechanismError: "SASL mechanism not supported by the broker",
+    errors.IllegalSaslStateError: "SASL handshake failed",
+    errors.TopicAuthorizationFailedError: "not authorised for the topic",
+    errors.GroupAuthorizationFailedError: "not authorised for the consumer group",
+    errors.ClusterAuthorizationFailedError: "not authorised for the cluster operation",
+    errors.TransactionalIdAuthorizationFailed: "not authorised for the transactional id",
+    errors.RecordTooLargeError: "a record is larger than the broker accepts",
+    errors.MessageSizeTooLargeError: "a record is larger than the broker accepts",
+    errors.RecordListTooLargeError: "a batch is larger than the broker accepts",
+    errors.InvalidTopicError: "invalid topic name",
+}
+
+
+def incurable_reason(error: BaseException) -> str | None:
+    """Why ``error`` (or an error it was raised from) cannot be cured by retrying, else None.
+
+    Everything else - connections lost, leaders moving, brokers restarting, timeouts, a
+    producer whose idempotence state broke - is cured by trying again, on a new connection or
+    with a new producer.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"TLS certificate verification failed ({seen})"
+        for kind, reason in _INCURABLE.items():
+            if isinstance(seen, kind):
+                return f"{reason}: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+async def probe_connection(settings: Settings) -> BaseException | None:
+    """Connect to each bootstrap server in turn; None once one answers, else the last error.
+
+    aiokafka's clients log why they could not connect and raise a bare "Unable to bootstrap":
+    this is how the worker tells a broker that is not there yet (try again) from credentials
+    or certificates that will never work (stop).
+    """
+    config = client_config(settings)
+    sasl = {k: v for k, v in config.items() if k.startswith("sasl_")}
+    error: BaseException | None = None
+    for host, port, _ in collect_hosts(config["bootstrap_servers"]):
+        try:
+            connection = await create_conn(
+                host,
+                port,
+                request_timeout_ms=10_000,
+                ssl_context=config["ssl_context"],
+                security_protocol=config["security_protocol"],
+                **sasl,
+            )
+        except Exception as exc:
+            error = exc
+            continue
+        connection.close()
+        return None
+    return error

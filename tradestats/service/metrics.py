@@ -8,7 +8,9 @@ consumer lag, recovery progress) are computed when Prometheus scrapes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,13 +27,20 @@ from tradestats.core.trades import Reason
 __all__ = ["Metrics"]
 
 PREFIX = "tradestats"
+_T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 # `*_created` series double the exposition and no dashboard here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _ScrapeTimeGauges(Collector):
-    """Gauges whose values are read from the worker when Prometheus scrapes."""
+    """Gauges whose values are read from the worker when Prometheus scrapes.
+
+    A scrape must answer at every moment of the worker's life - starting, rebalancing,
+    restoring, stopping - when some of these values cannot be read: such a value is left out
+    of that scrape (and logged at debug level), the rest is served.
+    """
 
     def __init__(
         self,
@@ -48,34 +57,48 @@ class _ScrapeTimeGauges(Collector):
         self._recovery_remaining = recovery_remaining
 
     def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily(
-            f"{PREFIX}_open_windows",
-            "Windows (per ticker) that hold trades and have not closed yet.",
-            value=self._open_windows(),
-        )
+        open_windows = _read(self._open_windows)
+        if open_windows is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_open_windows",
+                "Windows (per ticker) that hold trades and have not closed yet.",
+                value=open_windows,
+            )
         lag = GaugeMetricFamily(
             f"{PREFIX}_consumer_lag",
             "Records in the input partition after the worker's position.",
             labels=["partition"],
         )
-        for partition, records in sorted(self._consumer_lag().items()):
+        for partition, records in sorted((_read(self._consumer_lag) or {}).items()):
             lag.add_metric([str(partition)], records)
         yield lag
-        yield GaugeMetricFamily(
-            f"{PREFIX}_recovery_records_remaining",
-            "Changelog records still to replay before the worker is ready.",
-            value=self._recovery_remaining(),
-        )
-        yield GaugeMetricFamily(
-            f"{PREFIX}_standby_records_remaining",
-            "Changelog records the standby copies on this worker are behind.",
-            value=self._standby_remaining(),
-        )
+        remaining = _read(self._recovery_remaining)
+        if remaining is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_recovery_records_remaining",
+                "Changelog records still to replay before the worker is ready.",
+                value=remaining,
+            )
+        standby = _read(self._standby_remaining)
+        if standby is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_standby_records_remaining",
+                "Changelog records the standby copies on this worker are behind.",
+                value=standby,
+            )
         yield GaugeMetricFamily(
             f"{PREFIX}_recovering",
             "1 while the worker rebalances or restores state (not ready), else 0.",
-            value=0 if self._ready() else 1,
+            value=0 if _read(self._ready) else 1,
         )
+
+
+def _read(value: Callable[[], _T]) -> _T | None:
+    try:
+        return value()
+    except Exception as exc:
+        log.debug("metric left out of this scrape: %r", exc)
+        return None
 
 
 class Metrics:

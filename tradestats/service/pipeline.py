@@ -8,12 +8,17 @@ The order of operations is what makes the results exact under failure (see
    are its dead letters. Its event is *not* acknowledged yet.
 2. Every ``COMMIT_INTERVAL_MS`` (and at once on rebalance or shutdown) a checkpoint is taken:
    the state's changed records are snapshotted; every result sent before the snapshot must be
-   acknowledged by Kafka; then the records go to the changelog; once acknowledged they are
-   applied to RocksDB with their changelog offset; only then are the batches' events acked,
-   which lets faust commit their source offsets.
+   acknowledged by Kafka; then the ticker records go to the changelog, and once they are
+   acknowledged, the partition record (the clock and last offset) follows them: a changelog
+   that ends anywhere holds no clock newer than the tickers it covers, even when a failed batch
+   had to be sent again. Once acknowledged, the records are applied to RocksDB with their
+   changelog offset; only then are the batches' events acked, which lets faust commit their
+   source offsets.
 3. A partition without trades for ``WINDOW_IDLE_CLOSE_MS`` (while the broker was reachable and
    shows nothing unread for it) has its clock moved past its open windows; that clock is made
-   durable by a checkpoint *before* those windows are emitted.
+   durable by a checkpoint *before* those windows are emitted. A partition whose state was just
+   loaded (a restart, a rebalance) counts as quiet from that moment: its input may have stopped
+   before the worker came.
 """
 
 from __future__ import annotations
@@ -25,14 +30,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
-from aiokafka import AIOKafkaProducer
-from faust.types import TP, AppT, EventT, TopicT
+from faust.types import TP, AppT, EventT
 from mode import Service
 
 from tradestats.core.codec import WindowStats, encode_window_stats, encode_windowed_key
 from tradestats.core.partition import DeadLetter, EmitMode, PartitionState
-from tradestats.service.kafka import DEAD_LETTER_MAX_BYTES, partition_for_key, producer_config
+from tradestats.service.kafka import partition_for_key
 from tradestats.service.metrics import Metrics
+from tradestats.service.output import Delivery, DeliveryError, Output, OutputRecord
 from tradestats.service.store import StateTable
 from tradestats.service.transport import RecordBatch
 from tradestats.settings import Settings
@@ -54,10 +59,8 @@ class Pipeline(Service):
         settings: Settings,
         table: StateTable,
         metrics: Metrics,
-        output_topics: Sequence[TopicT],
     ) -> None:
         super().__init__()
-        self._output_topics = output_topics
         self.app = app
         self.settings = settings
         self.table = table
@@ -65,15 +68,19 @@ class Pipeline(Service):
         self._spec = settings.window_spec
         self._states: dict[int, PartitionState] = {}
         self._pending_events: dict[int, list[EventT]] = {}
-        self._unacknowledged: list[asyncio.Future[Any]] = []
+        self._in_flight: list[Delivery] = []  # results and dead letters not yet acknowledged
         self._last_trade: dict[int, float] = {}
         self._idle_closing: dict[int, asyncio.Event] = {}
         self._priced: dict[int, set[str]] = {}  # tickers with a window_avg_price series
         self._checkpoint_lock = asyncio.Lock()
+        # Held from a state change until what it emits is queued: a checkpoint's snapshot
+        # never covers a result it does not wait for.
+        self._emitting = asyncio.Lock()
         self._last_checkpoint = time.monotonic()
-        self._producer: AIOKafkaProducer | None = None
-        self._stats_partitions = 0
-        self._dlq_partitions = 0
+        self.output = Output(
+            settings, [settings.stats_topic, settings.dlq_topic, table.changelog_topic_name]
+        )
+        self._stats_partition: dict[str, int] = {}  # ticker -> output partition
         self._recovered_generation: int | None = None
         self._last_progress = time.monotonic()
         self._last_idle_check = 0.0
@@ -82,18 +89,10 @@ class Pipeline(Service):
     # --- lifecycle -----------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        for topic in self._output_topics:
-            await topic.maybe_declare()
-        self._producer = AIOKafkaProducer(
-            **producer_config(self.settings, max_request_size=DEAD_LETTER_MAX_BYTES)
-        )
-        await self._producer.start()
-        self._stats_partitions = len(await self._producer.partitions_for(self.settings.stats_topic))
-        self._dlq_partitions = len(await self._producer.partitions_for(self.settings.dlq_topic))
+        await self.output.start()
 
     async def on_stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
+        await self.output.stop()
 
     @property
     def ready(self) -> bool:
@@ -112,45 +111,57 @@ class Pipeline(Service):
         closing = self._idle_closing.get(partition)
         if closing is not None:
             await closing.wait()
-        state = self._states.get(partition) or await self._restore(partition)
-        batch = event.value
-        assert isinstance(batch, RecordBatch)
-        outcome = state.process(batch.records)
-        results = state.close_windows()
-        self._pending_events.setdefault(partition, []).append(event)
-        self._last_progress = time.monotonic()
-        if outcome.aggregated or outcome.late:
-            self._last_trade[partition] = time.monotonic()
-        metrics = self.metrics
-        metrics.trades_processed.inc(outcome.aggregated)
-        if outcome.late:
-            metrics.trades_late.inc(outcome.late)
-        if outcome.replayed:
-            metrics.records_replayed.inc(outcome.replayed)
-        if outcome.dead_letters:
-            await self._send_dead_letters(partition, outcome.dead_letters)
-        if results:
-            await self._send_results(partition, results)
+        async with self._emitting:
+            if event.message.generation_id != self.app.consumer_generation_id:
+                # A rebalance happened since it was fetched: the assignment sought the
+                # partition back to its committed offset, so its records come again (to
+                # whoever owns it now). Processing it could write state this worker no
+                # longer owns.
+                log.info("partition %d: batch of an earlier generation dropped", partition)
+                return
+            state = self._states.get(partition) or await self._restore(partition)
+            batch = event.value
+            assert isinstance(batch, RecordBatch)
+            outcome = state.process(batch.records)
+            results = state.close_windows()
+            self._pending_events.setdefault(partition, []).append(event)
+            self._last_progress = time.monotonic()
+            if outcome.aggregated or outcome.late:
+                self._last_trade[partition] = time.monotonic()
+            metrics = self.metrics
+            metrics.trades_processed.inc(outcome.aggregated)
+            if outcome.late:
+                metrics.trades_late.inc(outcome.late)
+            if outcome.replayed:
+                metrics.records_replayed.inc(outcome.replayed)
+            if outcome.dead_letters:
+                await self._send_dead_letters(partition, outcome.dead_letters)
+            if results:
+                await self._send_results(partition, results)
 
     async def _send_results(self, partition: int, results: Sequence[WindowStats]) -> None:
-        producer = self._require_producer()
-        topic = self.settings.stats_topic
         now_ms = time.time() * 1000.0
+        by_partition: dict[int, list[OutputRecord]] = {}
         for stats in results:
-            # Kafka Streams partitions windowed output by the inner key only
-            # (WindowedStreamPartitioner): all of a ticker's windows land in one partition.
-            self._unacknowledged.append(
-                await producer.send(
-                    topic,
-                    encode_window_stats(stats),
-                    key=encode_windowed_key(stats.ticker, stats.window_start),
-                    partition=partition_for_key(stats.ticker.encode(), self._stats_partitions),
-                    timestamp_ms=stats.window_end - 1,
-                )
-            )
+            records = by_partition.setdefault(self._output_partition(stats.ticker), [])
+            key = encode_windowed_key(stats.ticker, stats.window_start)
+            records.append((key, encode_window_stats(stats), stats.window_end - 1, []))
             self.metrics.emit_latency.observe(max(0.0, (now_ms - stats.window_end) / 1000.0))
+        for output_partition, records in by_partition.items():
+            self._in_flight += await self.output.send(
+                self.settings.stats_topic, output_partition, records
+            )
         self._export_prices(partition, results)
         self.metrics.windows_emitted.inc(len(results))
+
+    def _output_partition(self, ticker: str) -> int:
+        """Kafka Streams partitions windowed output by the inner key only
+        (WindowedStreamPartitioner): all of a ticker's windows land in one partition."""
+        found = self._stats_partition.get(ticker)
+        if found is None:
+            partitions = self.output.partitions(self.settings.stats_topic)
+            found = self._stats_partition[ticker] = partition_for_key(ticker.encode(), partitions)
+        return found
 
     def _export_prices(self, partition: int, results: Sequence[WindowStats]) -> None:
         """Average price per ticker as a gauge, for at most METRICS_PRICE_TICKERS tickers:
@@ -166,8 +177,8 @@ class Pipeline(Service):
             self.metrics.window_avg_price.labels(stats.ticker).set(stats.avg_price)
 
     async def _send_dead_letters(self, partition: int, dead_letters: Sequence[DeadLetter]) -> None:
-        producer = self._require_producer()
         source = self.settings.trades_topic
+        records: list[OutputRecord] = []
         for dead in dead_letters:
             record = dead.record
             headers = [
@@ -178,17 +189,13 @@ class Pipeline(Service):
                 ("tradestats.source.partition", str(partition).encode()),
                 ("tradestats.source.offset", str(record.offset).encode()),
             ]
-            self._unacknowledged.append(
-                await producer.send(
-                    self.settings.dlq_topic,
-                    record.value,
-                    key=record.key,
-                    partition=partition % self._dlq_partitions,
-                    timestamp_ms=record.timestamp if record.timestamp >= 0 else None,
-                    headers=headers,
-                )
-            )
+            timestamp = record.timestamp if record.timestamp >= 0 else None
+            records.append((record.key, record.value, timestamp, headers))
             self.metrics.trades_dead_lettered.labels(dead.reason.value).inc()
+        dlq = self.settings.dlq_topic
+        self._in_flight += await self.output.send(
+            dlq, partition % self.output.partitions(dlq), records
+        )
         log.warning(
             "partition %d: %d record(s) dead-lettered (%s)",
             partition,
@@ -200,39 +207,42 @@ class Pipeline(Service):
     # --- checkpoints ---------------------------------------------------------------------
 
     async def checkpoint(self) -> None:
-        """Make every state change so far durable, then ack the events it covers."""
+        """Make every state change so far durable, then ack the events it covers.
+
+        A delivery that no retry can cure stops the worker (see :mod:`.output`).
+        """
+        try:
+            await self._checkpoint()
+        except DeliveryError as exc:
+            log.error("stopping: %s", exc)
+            await self.app.crash(exc)
+            raise
+
+    async def _checkpoint(self) -> None:
         async with self._checkpoint_lock:
             started = time.monotonic()
             self._last_checkpoint = started
-            # Snapshot without awaiting: state, the events it covers, the results before it.
-            plans = []
-            for partition, state in self._states.items():
-                checkpoint = state.checkpoint()
-                events = self._pending_events.pop(partition, [])
-                if checkpoint.writes or checkpoint.updates or events:
-                    plans.append((partition, checkpoint, events))
-            if self.settings.emit_mode is EmitMode.UPDATE:
-                for partition, checkpoint, _ in plans:
-                    await self._send_results(partition, checkpoint.updates)
-            sent, self._unacknowledged = self._unacknowledged, []
+            async with self._emitting:  # state, the events it covers, the results before it
+                plans = []
+                for partition, state in self._states.items():
+                    checkpoint = state.checkpoint()
+                    events = self._pending_events.pop(partition, [])
+                    if checkpoint.writes or checkpoint.updates or events:
+                        plans.append((partition, checkpoint, events))
+                if self.settings.emit_mode is EmitMode.UPDATE:
+                    for partition, checkpoint, _ in plans:
+                        await self._send_results(partition, checkpoint.updates)
+                sent, self._in_flight = self._in_flight, []
             if not plans and not sent:
                 return
-            await asyncio.gather(*sent)
-            producer = self._require_producer()
+            await self.output.settle(sent)
             changelog = self.table.changelog_topic_name
-            flights = []
-            for partition, checkpoint, _ in plans:
-                if checkpoint.writes:
-                    futures = [
-                        await producer.send(changelog, value, key=key, partition=partition)
-                        for key, value in checkpoint.writes
-                    ]
-                    flights.append((partition, checkpoint.writes, futures))
-            for partition, writes, futures in flights:
-                acknowledged = await asyncio.gather(*futures)
-                self.table.store.apply_checkpoint(
-                    writes, TP(changelog, partition), acknowledged[-1].offset
-                )
+            written = [(partition, c.writes) for partition, c, _ in plans if c.writes]
+            # The ticker records, then (once they are durable) each partition's record.
+            await self._write_changelog([(partition, writes[:-1]) for partition, writes in written])
+            ends = await self._write_changelog([(p, writes[-1:]) for p, writes in written])
+            for partition, writes in written:
+                self.table.store.apply_checkpoint(writes, TP(changelog, partition), ends[partition])
                 self.metrics.changelog_records.inc(len(writes))
             for _, _, events in plans:
                 for event in events:
@@ -244,12 +254,33 @@ class Pipeline(Service):
             elapsed = time.monotonic() - started
             self.metrics.checkpoint_seconds.observe(elapsed)
             log.debug(
-                "checkpoint: %d results acknowledged, %d state records, %d batches acked, %.1f ms",
+                "checkpoint: %d result batches acknowledged, %d state records, %d batches acked,"
+                " %.1f ms",
                 len(sent),
-                sum(len(writes) for _, writes, _ in flights),
+                sum(len(writes) for _, writes in written),
                 sum(len(events) for _, _, events in plans),
                 elapsed * 1000,
             )
+
+    async def _write_changelog(
+        self, parts: Sequence[tuple[int, Sequence[tuple[bytes, bytes | None]]]]
+    ) -> dict[int, int]:
+        """Send state records per partition; returns each partition's last changelog offset
+        once all of them are acknowledged."""
+        changelog = self.table.changelog_topic_name
+        deliveries = [
+            delivery
+            for partition, writes in parts
+            if writes
+            for delivery in await self.output.send(
+                changelog, partition, [(key, value, None, []) for key, value in writes]
+            )
+        ]
+        await self.output.settle(deliveries)
+        ends: dict[int, int] = {}
+        for delivery in deliveries:
+            ends[delivery.partition] = max(ends.get(delivery.partition, -1), delivery.last_offset)
+        return ends
 
     @Service.timer(_TICK_SECONDS)
     async def _tick(self) -> None:
@@ -263,7 +294,7 @@ class Pipeline(Service):
 
     def _has_pending_work(self) -> bool:
         return (
-            bool(self._unacknowledged)
+            bool(self._in_flight)
             or any(self._pending_events.values())
             or any(state.has_pending_changes for state in self._states.values())
         )
@@ -308,22 +339,39 @@ class Pipeline(Service):
             del self._last_trade[partition]
             done = self._idle_closing[partition] = asyncio.Event()
             try:
-                if state.close_idle():
+                async with self._emitting:
+                    moved = state.close_idle()
+                if moved:
                     log.info(
                         "partition %d idle: closing its open windows",
                         partition,
                         extra={"partition": partition},
                     )
                     await self.checkpoint()  # the moved clock is durable before any result
-                    await self._send_results(partition, state.close_windows())
+                    async with self._emitting:
+                        await self._send_results(partition, state.close_windows())
             finally:
                 del self._idle_closing[partition]
                 done.set()
 
     # --- assignment ----------------------------------------------------------------------
 
-    async def on_recovered(self, partitions: set[int]) -> None:
-        """Table recovery finished: keep the states of kept partitions, load the new ones."""
+    async def on_recovered(self, changelog_partitions: set[int]) -> None:
+        """Table recovery finished: keep the states of kept partitions, load the new ones.
+
+        The active partitions are the *input* partitions assigned (their changelog partitions
+        are assigned with them; should they ever differ, the input decides, loudly).
+        """
+        topic = self.settings.trades_topic
+        partitions = {
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic
+        }
+        if partitions != changelog_partitions:
+            log.warning(
+                "input partitions %s assigned with changelog partitions %s",
+                sorted(partitions),
+                sorted(changelog_partitions),
+            )
         for partition in set(self._states) - partitions:
             del self._states[partition]
             self._last_trade.pop(partition, None)
@@ -331,13 +379,14 @@ class Pipeline(Service):
             for ticker in self._priced.pop(partition, ()):
                 self.metrics.window_avg_price.remove(ticker)
         for partition in sorted(partitions - set(self._states)):
-            state = await self._restore(partition)
-            results = state.close_windows()  # closed before the crash, maybe never emitted
-            if results:
-                await self._send_results(partition, results)
+            async with self._emitting:
+                state = await self._restore(partition)
+                results = state.close_windows()  # closed before the crash, maybe never emitted
+                if results:
+                    await self._send_results(partition, results)
         self._recovered_generation = self.app.consumer_generation_id
         self.metrics.rebalances.inc()
-        log.info("ready: active partitions %s", sorted(partitions))
+        log.info("ready: input partitions %s", sorted(partitions))
 
     async def _restore(self, partition: int) -> PartitionState:
         """Load a partition's state from RocksDB, off the event loop: a million aggregates take
@@ -353,6 +402,7 @@ class Pipeline(Service):
             ),
         )
         self._states[partition] = state
+        self._last_trade[partition] = time.monotonic()  # quiet from now on, unless trades come
         self.metrics.restored_partitions.inc()
         log.info(
             "partition %d: state loaded in %.3f s (stream time %d, last offset %d)",
@@ -376,10 +426,17 @@ class Pipeline(Service):
         return sum(state.open_window_count() for state in self._states.values())
 
     def consumer_lag(self) -> dict[int, int]:
-        """Records after the last one processed, per active input partition."""
+        """Records after the last one processed, per active input partition the consumer
+        holds right now (in a rebalance, partitions are revoked before the states go)."""
+        consumer = self.app.consumer
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # no consumer yet (starting) or none any more (stopping)
+            return {}
         lag = {}
-        for partition, state in self._states.items():
-            highwater = self.app.consumer.highwater(TP(self.settings.trades_topic, partition))
+        for partition, state in list(self._states.items()):
+            tp = TP(self.settings.trades_topic, partition)
+            highwater = consumer.highwater(tp) if tp in assigned else None
             if highwater is not None:
                 lag[partition] = max(0, highwater - state.applied_offset - 1)
         return lag
@@ -401,11 +458,6 @@ class Pipeline(Service):
         if not self.ready or not any(self.consumer_lag().values()):
             return 0.0
         return time.monotonic() - self._last_progress
-
-    def _require_producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            raise RuntimeError("pipeline producer not started")
-        return self._producer
 
 
 def _without_cyclic_gc(load: Callable[[], _T]) -> _T:

@@ -10,11 +10,20 @@ in between as a gap, the same bookkeeping it uses for compacted topics.
 
 Every other topic (changelogs during recovery and standby replication, faust's own topics) is
 delivered record by record, as before.
+
+It also closes a hole in faust's fetch loop: faust drops fetched records it does not hand over
+- those of a partition paused or revoked in the meantime, or all of them when the consumer
+generation changed while it handed them over - yet the client's position has already moved past
+them. Unless something seeks afterwards, those records are never read: after a rebalance a
+partition the worker kept lost a run of trades, and a standby replica could lose changelog
+records the same way. Here every record fetched but not handed over is fetched again: its
+partition is sought back to it, unless someone sought since the fetch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import faust
@@ -23,6 +32,8 @@ from faust.types import TP, AppT, Message
 from faust.types.tuples import ConsumerMessage
 
 __all__ = ["BatchSchema", "BatchingTransport", "RecordBatch"]
+
+log = logging.getLogger(__name__)
 
 
 class RecordBatch:
@@ -62,18 +73,50 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by the fetcher it builds on start
         return consumer
 
+    async def rewind(self, tp: TP, offset: int, *, if_at: int) -> None:
+        """Seek ``tp`` back to ``offset`` if its position is still ``if_at`` (nobody sought
+        since the records up to there were fetched)."""
+        await self.call_thread(self._rewind, tp, offset, if_at)
+
+    async def _rewind(self, tp: TP, offset: int, if_at: int) -> None:
+        consumer = self._ensure_consumer()
+        if tp in consumer.assignment() and await consumer.position(tp) == if_at:
+            consumer.seek(tp, offset)  # no await in between: no fetch can move it meanwhile
+            log.info("%s: fetching again from offset %d (fetched, not handed over)", tp, offset)
+
 
 class _BatchingConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer, wrapping the batched topics' records into one message each."""
 
     batched_topics: frozenset[str] = frozenset()
+    #: (first, last) offset of what the current getmany fetched, per partition
+    _fetched: dict[TP, tuple[int, int]]
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:  # noqa: ASYNC109
+        """faust's getmany, then the records it fetched but did not hand over fetched again."""
+        self._fetched = {}
+        delivered: dict[TP, int] = {}
+        async for tp, message in super().getmany(timeout):
+            delivered[tp] = message.offset  # a batch's message carries its last offset
+            yield tp, message
+        thread = self._thread
+        assert isinstance(thread, _ConsumerThread)
+        if self.should_stop or thread.should_stop:
+            return  # stopping: the thread takes no more calls, and nothing will be read
+        for tp, (first, last) in self._fetched.items():
+            resume = delivered.get(tp, first - 1) + 1
+            if resume <= last:
+                await thread.rewind(tp, resume, if_at=last + 1)
+
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109
         records, active_partitions = await super()._wait_next_records(timeout)
         if records:
+            self._fetched = {
+                tp: (batch[0].offset, batch[-1].offset) for tp, batch in records.items() if batch
+            }
             batched = self.batched_topics
             records = {
                 tp: [RecordBatch(batch)] if tp.topic in batched and batch else batch

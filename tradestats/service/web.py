@@ -62,7 +62,9 @@ def install_views(service: Service) -> None:
         if pipeline.ready:
             return web.json({"ready": True, "partitions": pipeline.active_partitions()})
         remaining = pipeline.recovery_remaining()
-        if remaining:
+        if service.topics.waiting_for:
+            reason = f"waiting for {service.topics.waiting_for}"
+        elif remaining:
             reason = f"restoring state: {remaining} changelog records to go"
         elif app.rebalancing:
             reason = "rebalancing"
