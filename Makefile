@@ -7,7 +7,7 @@ PY_SOURCES := tradestats devtools tests
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools demo test test-unit lint format bench bench-quick broker broker-stop clean
+.PHONY: help install tools demo test test-unit lint format alert-rules bench bench-quick broker broker-stop clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 format: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix $(PY_SOURCES)
 	$(BIN)/ruff format $(PY_SOURCES)
+
+alert-rules: $(STAMP) ## Regenerate the PrometheusRule of the prometheus-operator overlay from the alert rules
+	$(BIN)/python -m devtools.prometheusrule
 
 bench: $(STAMP) ## Benchmark tradestats against its peers (1M trades; ~40 min); writes docs/benchmarks.md
 	$(BIN)/python -m bench

@@ -25,7 +25,7 @@ VARIANTS = {
 }
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
 #: Custom resources: no schema offline, their shape is asserted by the tests instead.
-CRD_KINDS = ("ServiceMonitor", "ScaledObject", "KafkaTopic")
+CRD_KINDS = ("ServiceMonitor", "PrometheusRule", "ScaledObject", "KafkaTopic")
 
 Manifest = dict[str, Any]
 
