@@ -1,12 +1,15 @@
 """The alerts: promtool's checks and unit tests, the runbook, the PrometheusRule, real metrics.
 
-promtool comes from Debian's ``prometheus`` package, installed here when missing (without
+promtool comes from Debian's ``prometheus`` package (2.42), installed here when missing (without
 starting its server); under CI a promtool that cannot be installed fails the tests.
+``TRADESTATS_PROMTOOL`` names another one instead, e.g. a promtool 3 built from the Go module
+proxy: the unit tests hold under both versions' range semantics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import time
@@ -41,6 +44,9 @@ PROMETHEUS_SERIES = {"up"}
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
+    chosen = os.environ.get("TRADESTATS_PROMTOOL")
+    if chosen:
+        return chosen
     if shutil.which("promtool") is None:
         try:
             ensure_packages("prometheus")
