@@ -66,6 +66,12 @@ broker: $(STAMP) ## Start the local Kafka broker in .local/kafka (idempotent)
 broker-stop: ## Stop the local Kafka broker
 	$(BIN)/python -m devtools.kafka stop
 
+cluster-up: $(STAMP) ## Start the local Kubernetes cluster (compiled on first use, ~20 min; then ~1 min)
+	$(BIN)/python -m devtools.kube up
+
+cluster-down: $(STAMP) ## Stop the local Kubernetes cluster (pods deleted first, host settings restored)
+	$(BIN)/python -m devtools.kube down
+
 clean: ## Remove the virtualenv, local broker data and caches
 	-$(BIN)/python -m devtools.kafka stop 2>/dev/null
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
