@@ -6,6 +6,8 @@ Every stand-in is built on this machine from Debian packages and Maven Central j
     tradestats-standin/python:3.11-slim-bookworm for python:3.11.15-slim-bookworm
     tradestats-standin/kafka:4.1.2               for apache/kafka:4.1.2
     tradestats-standin/prometheus:bookworm       for prom/prometheus
+    tradestats-standin/dockerfile:1              for docker/dockerfile:1 (BuildKit's frontend,
+                                                 built from the Go module proxy)
 
 Each image carries the hash of its recipe (the files under ``recipes/``, its build arguments,
 its base's hash) in the label ``org.tradestats.recipe``; an image whose label matches is not
@@ -27,16 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devtools.debian import ensure_packages
+from devtools.docker.compose import Compose
 from devtools.docker.engine import DockerEngine, EngineError
 
 __all__ = [
     "DEBIAN_IMAGE",
+    "FRONTEND_IMAGE",
     "KAFKA_IMAGE",
     "PROJECT_IMAGE",
     "PROMETHEUS_IMAGE",
     "PYTHON_IMAGE",
     "RECIPE_LABEL",
     "STANDINS",
+    "STANDINS_OVERRIDE",
     "StandIn",
     "build_project_image",
     "ensure_standins",
@@ -47,11 +52,14 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = Path(__file__).resolve().parent / "recipes"
+STANDINS_OVERRIDE = Path(__file__).resolve().parent / "compose.standins.yml"
+"""Compose override file that puts the stand-ins in place of the pinned official images."""
 RECIPE_LABEL = "org.tradestats.recipe"
 DEBIAN_IMAGE = "tradestats-standin/debian:bookworm"
 PYTHON_IMAGE = "tradestats-standin/python:3.11-slim-bookworm"
 KAFKA_IMAGE = "tradestats-standin/kafka:4.1.2"
 PROMETHEUS_IMAGE = "tradestats-standin/prometheus:bookworm"
+FRONTEND_IMAGE = "tradestats-standin/dockerfile:1"
 PROJECT_IMAGE = "tradestats:dev"
 _DEBIAN_SUITE = "bookworm"
 _HOST_CAS = Path("/usr/local/share/ca-certificates")
@@ -61,39 +69,49 @@ _BUILD_TIMEOUT_S = 1200
 
 @dataclass(frozen=True)
 class StandIn:
-    """A local image built from ``recipes/<recipe>`` on the Debian base."""
+    """A local image built from ``recipes/<recipe>`` (on the Debian base, unless ``scratch``)."""
 
     ref: str
     replaces: str
     recipe: str
+    scratch: bool = False
 
 
 STANDINS: tuple[StandIn, ...] = (
     StandIn(PYTHON_IMAGE, "python:3.11.15-slim-bookworm", "python"),
     StandIn(KAFKA_IMAGE, "apache/kafka:4.1.2", "kafka"),
     StandIn(PROMETHEUS_IMAGE, "prom/prometheus:v3.10.0", "prometheus"),
+    StandIn(FRONTEND_IMAGE, "docker/dockerfile:1", "dockerfile", scratch=True),
 )
 
 
 def ensure_standins(engine: DockerEngine, *, force: bool = False) -> dict[str, str]:
     """Build whatever stand-in is missing or out of date; returns {upstream: local ref}."""
-    with _images_lock(engine):
+    with _images_lock(engine), concurrent.futures.ThreadPoolExecutor(len(STANDINS)) as pool:
+        # The frontend (a Go build: CPU) goes on while debootstrap and apt wait on the network.
+        early = [pool.submit(_ensure_standin, engine, s, "", force) for s in STANDINS if s.scratch]
         base = _ensure_debian(engine, force)
-        with concurrent.futures.ThreadPoolExecutor(len(STANDINS)) as pool:
-            futures = [pool.submit(_ensure_standin, engine, s, base, force) for s in STANDINS]
-            for future in futures:
-                future.result()
+        on_base = [
+            pool.submit(_ensure_standin, engine, s, base, force) for s in STANDINS if not s.scratch
+        ]
+        for future in [*early, *on_base]:
+            future.result()
     return {standin.replaces: standin.ref for standin in STANDINS}
 
 
 def build_project_image(engine: DockerEngine, tag: str = PROJECT_IMAGE) -> str:
-    """The worker image, from the project's Dockerfile as it ships, on the Python stand-in."""
+    """The worker image from the project's Dockerfile as it ships, on the stand-ins.
+
+    Built by ``docker compose build`` with ``compose.standins.yml``, as the tests build it:
+    Debian's docker client has no ``--build-context``, which puts the Python stand-in in place
+    of the digest-pinned base.
+    """
     ensure_standins(engine)
-    log.info("building %s from %s", tag, REPO / "Dockerfile")
-    engine.docker(
-        "build", "--progress=plain", "--build-arg", f"PYTHON_IMAGE={PYTHON_IMAGE}",
-        "--tag", tag, str(REPO), timeout=_BUILD_TIMEOUT_S,
-    )  # fmt: skip
+    log.info("building %s from %s", PROJECT_IMAGE, REPO / "Dockerfile")
+    compose = Compose(engine, "tradestats", [REPO / "docker-compose.yml", STANDINS_OVERRIDE], REPO)
+    compose("build", "worker-0", timeout=_BUILD_TIMEOUT_S)
+    if tag != PROJECT_IMAGE:
+        engine.docker("tag", PROJECT_IMAGE, tag)
     return tag
 
 
@@ -151,11 +169,13 @@ def _ensure_standin(engine: DockerEngine, standin: StandIn, base: str, force: bo
         _gather_cas(context / "ca-certificates")
     elif standin.recipe == "kafka":
         _gather_jars(context)
+    elif standin.recipe == "dockerfile":
+        _build_frontend(context)
     log.info("building %s (stand-in for %s)", standin.ref, standin.replaces)
+    base_arg = [] if standin.scratch else ["--build-arg", f"BASE={DEBIAN_IMAGE}"]
     engine.docker(
-        "build", "--progress=plain", "--label", f"{RECIPE_LABEL}={recipe}",
-        "--build-arg", f"BASE={DEBIAN_IMAGE}", "--tag", standin.ref, str(context),
-        timeout=_BUILD_TIMEOUT_S,
+        "build", "--progress=plain", "--label", f"{RECIPE_LABEL}={recipe}", *base_arg,
+        "--tag", standin.ref, str(context), timeout=_BUILD_TIMEOUT_S,
     )  # fmt: skip
     shutil.rmtree(context)
 
@@ -185,6 +205,17 @@ def _gather_jars(context: Path) -> None:
     cmd = [mvn, "-q", "-B", "-f", str(context / "pom.xml"), _MAVEN_COPY]
     cmd += [f"-DoutputDirectory={context / 'libs'}", "-DincludeScope=runtime"]
     _run(cmd)
+
+
+def _build_frontend(context: Path) -> None:
+    """BuildKit's dockerfile-frontend at the version of ``go.mod``, static, with the host's Go."""
+    go = shutil.which("go")
+    if go is None:
+        raise EngineError("Go ('go') is needed to build the Dockerfile frontend stand-in")
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    package = "github.com/moby/buildkit/frontend/dockerfile/cmd/dockerfile-frontend"
+    cmd = ["nice", "-n", "19", go, "build", "-trimpath", "-o", "dockerfile-frontend", package]
+    _run(cmd, cwd=context, env=env)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -224,9 +255,9 @@ def _build_dir(engine: DockerEngine, name: str) -> Path:
     return directory
 
 
-def _run(cmd: list[str]) -> None:
+def _run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
     done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False
     )
     if done.returncode != 0:
         output = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
