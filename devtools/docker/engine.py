@@ -172,17 +172,21 @@ class DockerEngine:
             if not self._nobody_else():
                 log.info("the Docker engine is still used by another process; left running")
                 return False
-            pids = self.pids()
-            for name in ("dockerd", "containerd"):
-                if name in pids:
-                    _terminate(name, pids[name], timeout)
-            state = self._load_state()
-            self._restore_host(state)
-            for name in ("dockerd", "containerd"):
-                state.pop(name, None)
-            self._save_state(state)
-            self.started_here = False
+            self._terminate(timeout)
             return True
+
+    def _terminate(self, timeout: float) -> None:
+        """Stop dockerd, then its containerd, by their recorded pids (the lock is held)."""
+        pids = self.pids()
+        for name in ("dockerd", "containerd"):
+            if name in pids:
+                _terminate(name, pids[name], timeout)
+        state = self._load_state()
+        self._restore_host(state)
+        for name in ("dockerd", "containerd"):
+            state.pop(name, None)
+        self._save_state(state)
+        self.started_here = False
 
     def __enter__(self) -> Self:
         return self.start()
@@ -198,8 +202,8 @@ class DockerEngine:
     # -- internals ------------------------------------------------------------------------
 
     def _launch(self, timeout: float) -> None:
-        for stale in self.pids().items():  # a dockerd that does not answer, or a lone containerd
-            _terminate(*stale, timeout=15)
+        for name, pid in self.pids().items():  # a dockerd that does not answer, a lone containerd
+            _terminate(name, pid, timeout=15)
         for directory in (self._exec_root, self.state_dir / "data", self.state_dir / "containerd"):
             directory.mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
@@ -232,7 +236,8 @@ class DockerEngine:
         try:
             _wait_for(self.is_running, timeout, "the Docker engine", self.dockerd_log)
         except BaseException:
-            self.stop()
+            self._leave()
+            self._terminate(timeout=15)  # do not leave a half-started engine behind
             raise
 
     def _containerd_config(self) -> str:
