@@ -14,8 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from devtools.kube.build import KUBERNETES_VERSION, BuildError, ensure_built
-from devtools.kube.cluster import ClusterError, LocalCluster, default_state_dir
+from devtools.kube.build import KUBERNETES_VERSION, ensure_built
+from devtools.kube.cluster import LocalCluster, default_state_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,13 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     down = commands.add_parser("down", help="delete the pods, stop everything, restore the host")
     down.add_argument("--purge", action="store_true", help="also remove the cluster's data")
     commands.add_parser("status", help="each component, the host's settings, nodes and pods")
-    kubectl = commands.add_parser("kubectl", help="the cluster's kubectl, as admin")
-    kubectl.add_argument("args", nargs=argparse.REMAINDER)
+    commands.add_parser(
+        "load-images",
+        help="build the worker image and the Kafka stand-in (Docker engine), import them",
+    )
+    commands.add_parser("kubectl", help="the cluster's kubectl, as admin: kubectl ARGS...")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # kubectl's arguments go through untouched (argparse would take its options for ours)
+    split = argv.index("kubectl") + 1 if "kubectl" in argv else len(argv)
+    args = _parser().parse_args(argv[:split])
+    args.args = argv[split:]
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s devtools.kube: %(message)s", stream=sys.stderr
     )
@@ -55,16 +62,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"alias kubectl={cluster.kubectl_path}")
         elif args.command == "down":
             cluster.down(purge=args.purge)
+        elif args.command == "load-images":
+            _load_images(cluster)
         elif args.command == "kubectl":
             print(cluster.kubectl(*args.args), end="")
         else:
             return _status(cluster)
-    except (BuildError, ClusterError) as exc:
+    except RuntimeError as exc:  # BuildError, ClusterError, the Docker engine's EngineError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.command in ("build", "up", "down"):
         print(f"{args.command} took {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
+
+
+def _load_images(cluster: LocalCluster) -> None:
+    from devtools.docker import DockerEngine
+    from devtools.kube.workload import load_images
+
+    with DockerEngine() as engine:
+        print("imported", ", ".join(load_images(cluster, engine)))
 
 
 def _status(cluster: LocalCluster) -> int:

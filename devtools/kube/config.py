@@ -234,6 +234,9 @@ state = "{root / "state"}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_cdi = false
+  # Pods' network namespaces under the state directory, not in /run/netns: there, anyone's
+  # `ip netns add` bind-mounts the directory over itself and hides (and pins) ours.
+  netns_mounts_under_state_dir = true
 
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
