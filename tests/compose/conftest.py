@@ -1,4 +1,6 @@
-"""The compose stack, built and started once per session on the local Docker engine.
+"""The compose stack, built and started once for the tests of this package on the local Docker
+engine, and taken down when the last of them is done (not at the end of the whole session: the
+stack's eight containers would otherwise share the cores with every later test).
 
 ``compose_stack`` installs and starts what it needs itself: Debian's Docker engine (or the
 machine's running one of ``devtools.docker``), Compose v2 from PyPI, the stand-in images, then
@@ -6,8 +8,9 @@ machine's running one of ``devtools.docker``), Compose v2 from PyPI, the stand-i
 stand-ins and the test's host ports are the only overrides). It fails, never skips, when any
 of it cannot start. Tests that use the stack must leave it as they found it: all services up.
 
-At the end of the session the stack is taken down with its volumes, and nothing of it may be
-left behind (containers, networks, volumes); the engine is stopped if this session started it.
+Afterwards the stack is taken down with its volumes, and nothing of it may be left behind
+(containers, networks, volumes); the engine is stopped if this session started it and nobody
+else uses it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from tests.compose.stack import WORKERS, Stack, UpSampler
 UP_WITHIN_S = 300.0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def compose_stack() -> Iterator[Stack]:
     engine = DockerEngine()
     started = time.monotonic()
@@ -51,9 +54,9 @@ def compose_stack() -> Iterator[Stack]:
             engine.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def up_sampler(compose_stack: Stack) -> Iterator[UpSampler]:
-    """Prometheus' ``up`` of every worker, sampled every second while the session runs."""
+    """Prometheus' ``up`` of every worker, sampled every second while the package's tests run."""
     sampler = UpSampler(compose_stack).start()
     yield sampler
     sampler.stop()

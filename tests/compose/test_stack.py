@@ -1,6 +1,6 @@
 """``docker compose up``, for real (issue 10): the stack users run, checked against the oracle.
 
-One scenario on the session's stack (``compose_stack``: built and started from nothing):
+One scenario on the package's stack (``compose_stack``: built and started from nothing):
 
 1. every service healthy, the three workers ready (within the fixture's bound);
 2. trades the test produces through Kafka's host listener, with explicit timestamps, bad and
@@ -162,7 +162,10 @@ async def check_exact(stack: Stack) -> int:
         Record(r.partition, r.offset, r.timestamp, r.key, r.value)
         for r in await consume_quiet(stack.bootstrap, TOPICS.trades)
     ]
-    verdict = await expect_exact_windows(stack.bootstrap, TOPICS, inputs, within=180)
+    try:
+        verdict = await expect_exact_windows(stack.bootstrap, TOPICS, inputs, within=180)
+    except AssertionError as wrong:
+        raise AssertionError(f"{wrong}\n{stack.logs(*WORKERS, tail=300)}") from None
     rejected = [*verdict.expected.invalid, *verdict.expected.late]
     assert verdict.expected.late, "the late trades were not late"
     await consume(stack.bootstrap, TOPICS.dlq, done=lambda r: len(r) >= len(rejected), within=60)
