@@ -209,9 +209,9 @@ def _gather_jars(context: Path) -> None:
 
 def _build_frontend(context: Path) -> None:
     """BuildKit's dockerfile-frontend at the version of ``go.mod``, static, with the host's Go."""
-    go = shutil.which("go")
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if go is None:
-        raise EngineError("Go ('go') is needed to build the Dockerfile frontend stand-in")
+        raise EngineError("Go ('go' on PATH) is needed to build the Dockerfile frontend stand-in")
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
     package = "github.com/moby/buildkit/frontend/dockerfile/cmd/dockerfile-frontend"
     cmd = ["nice", "-n", "19", go, "build", "-trimpath", "-o", "dockerfile-frontend", package]
