@@ -174,9 +174,10 @@ class UpSampler:
         for worker in workers:
             self._away.setdefault(worker, []).append([time.time() - SCRAPE_MARGIN_S, float("inf")])
 
-    def back(self, worker: str) -> None:
-        """The worker is ready again: from now on every scrape of it must succeed."""
-        self._away[worker][-1][1] = time.time()
+    def back(self, worker: str, since: float | None = None) -> None:
+        """The worker is ready again (since ``since``, a Unix time, or now): from then on every
+        scrape of it must succeed, through the rebalances of the others' joining too."""
+        self._away[worker][-1][1] = time.time() if since is None else since
 
     def faults(self) -> list[tuple[str, float]]:
         """(worker, scrape time) of every failed scrape while the worker was meant to be up."""

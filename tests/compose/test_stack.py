@@ -82,10 +82,11 @@ async def test_the_stack_is_exact_through_a_killed_worker_and_a_down_up(
     stack.timed("down", "down")
     assert_stopped_by_sigterm(stack, since, time.time())
     stack.timed("up again", "up", "--detach")
+    waiting_since = time.time()
     ready = stack.wait_ready(WORKERS, within=UP_WITHIN_S)
     stack.timings["up again to all ready"] = stack.timings["up again"] + max(ready.values())
     for worker in WORKERS:
-        up_sampler.back(worker)
+        up_sampler.back(worker, since=waiting_since + ready[worker])
         assert stack.metric(worker, RESTORED_ACTIVE) == 0, stack.logs(worker)
     await produce_batch(stack, seed=3)
     windows["step 5"] = await check_exact(stack)
