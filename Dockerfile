@@ -10,7 +10,9 @@
 # into a virtualenv on the same slim base: no compiler, no pip cache, no source tree.
 # tests/deploy/test_image_recipe.py replays the builder's RUN steps and the runtime's install
 # step (the one that mounts the builder) on the test machine, then runs the installed worker
-# against a real broker: a broken recipe fails CI even though CI cannot build images.
+# against a real broker; tests/compose builds this file with a real Docker engine (no registry
+# there: devtools/docker/compose.standins.yml names local stand-ins for the syntax frontend and
+# the base image, this file is built as it is) and runs the image in the compose stack.
 #
 # Base image: the Python 3.11 line the project requires (requires-python = ">=3.11,<3.12"),
 # pinned by full patch tag and by the digest of its multi-architecture index, written out in both

@@ -7,7 +7,7 @@ PY_SOURCES := tradestats devtools tests
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools demo test test-unit lint format bench bench-quick broker broker-stop clean
+.PHONY: help install tools demo test test-unit lint format alert-rules bench bench-quick broker broker-stop clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ format: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix $(PY_SOURCES)
 	$(BIN)/ruff format $(PY_SOURCES)
 
+alert-rules: $(STAMP) ## Regenerate the PrometheusRule of the prometheus-operator overlay from the alert rules
+	$(BIN)/python -m devtools.prometheusrule
+
 bench: $(STAMP) ## Benchmark tradestats against its peers (1M trades; ~40 min); writes docs/benchmarks.md
 	$(BIN)/python -m bench
 
@@ -62,6 +65,12 @@ broker: $(STAMP) ## Start the local Kafka broker in .local/kafka (idempotent)
 
 broker-stop: ## Stop the local Kafka broker
 	$(BIN)/python -m devtools.kafka stop
+
+cluster-up: $(STAMP) ## Start the local Kubernetes cluster (compiled on first use, ~20 min; then ~1 min)
+	$(BIN)/python -m devtools.kube up
+
+cluster-down: $(STAMP) ## Stop the local Kubernetes cluster (pods deleted first, host settings restored)
+	$(BIN)/python -m devtools.kube down
 
 clean: ## Remove the virtualenv, local broker data and caches
 	-$(BIN)/python -m devtools.kafka stop 2>/dev/null

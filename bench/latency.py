@@ -31,6 +31,7 @@ from aiokafka.structs import ConsumerRecord
 from bench.contenders.base import Contender
 from bench.dataset import WINDOW_ADVANCE_MS, WINDOW_SIZE_MS, closing_tickers
 from bench.harness import ContenderFailed, Context
+from bench.process import ContenderProcess
 from bench.results import ContenderResult, Latency
 from tradestats.core.codec import decode_windowed_key
 from tradestats.core.trades import Trade, encode_trade
@@ -116,10 +117,7 @@ async def run_latency(ctx: Context, contender: Contender, result: ContenderResul
             await asyncio.sleep(0.2)
         tail_task = asyncio.create_task(tail.run(ctx.bootstrap, run.output_topic, stop_tail))
         sent = await _produce_at_rate(ctx, producer, run.input_topic, label)
-        ctx.progress.status(f"{label} latency phase: collecting the last results")
-        await asyncio.sleep(2 * contender.commit_interval + 1)
-        if not proc.alive():
-            raise ContenderFailed("exited during the latency phase:\n" + proc.log_tail())
+        await _collect_last_results(ctx, proc, tail, sent, label)
     except ContenderFailed as exc:
         result.errors.append(f"latency: {exc}")
         ctx.progress.say(f"{label} latency FAILED: {exc}")
@@ -185,16 +183,50 @@ async def _produce_at_rate(
     return sent
 
 
+async def _collect_last_results(
+    ctx: Context, proc: ContenderProcess, tail: _Tail, sent: _Sent, label: str
+) -> None:
+    """Until every measured window's complete result has arrived, or none arrived for
+    ``stall_seconds``: a contender that fell behind (a loaded machine) still delivers them,
+    late, and a fixed wait would count them as never arriving."""
+    measured = _measured(ctx, sent)
+    deadline = time.monotonic() + ctx.settings.timeout
+    seen, seen_at = -1, time.monotonic()
+    while True:
+        if not proc.alive():
+            raise ContenderFailed("exited during the latency phase:\n" + proc.log_tail())
+        missing = sum(tail.arrivals.get(window, {}).get(n) is None for window, n in measured)
+        if not missing:
+            return
+        now = time.monotonic()
+        if tail.records != seen:
+            seen, seen_at = tail.records, now
+        if now - seen_at > ctx.settings.stall_seconds or now > deadline:
+            return  # the summary counts what is still missing as incomplete
+        ctx.progress.status(
+            f"{label} latency phase: waiting for the results of {missing} of "
+            f"{len(measured)} windows"
+        )
+        await asyncio.sleep(0.2)
+
+
+def _measured(ctx: Context, sent: _Sent) -> list[tuple[tuple[str, int], int]]:
+    """(window, trades sent for it) of every window the latency is measured on."""
+    earliest = sent.started_ms + int(ctx.settings.latency_warmup * 1000)
+    latest_end = sent.stopped_ms - 1000
+    return [
+        ((ticker, start), count)
+        for (ticker, start), count in sent.counts.items()
+        if start >= earliest and start + WINDOW_SIZE_MS <= latest_end
+    ]
+
+
 def _summarise(ctx: Context, tail: _Tail, sent: _Sent) -> Latency:
     settings = ctx.settings
-    earliest = sent.started_ms + int(settings.latency_warmup * 1000)
-    latest_end = sent.stopped_ms - 1000
     latencies: list[float] = []
     incomplete = 0
-    for (ticker, start), count in sent.counts.items():
+    for (ticker, start), count in _measured(ctx, sent):
         end = start + WINDOW_SIZE_MS
-        if start < earliest or end > latest_end:
-            continue
         arrived = tail.arrivals.get((ticker, start), {}).get(count)
         if arrived is None:
             incomplete += 1

@@ -59,6 +59,13 @@ def worker() -> None:
 )
 @click.option("--seed", type=int, default=None, help="Seed for a reproducible stream.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option(
+    "--log-every",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="With --no-progress: seconds between the log lines giving the rate.",
+)
 def loadgen(
     rate: float,
     count: int | None,
@@ -67,10 +74,14 @@ def loadgen(
     types: str,
     seed: int | None,
     progress: bool,
+    log_every: float,
 ) -> None:
-    """Produce realistic trades to TRADES_TOPIC (runs until --count/--duration or Ctrl-C)."""
+    """Produce realistic trades to TRADES_TOPIC (runs until --count/--duration, SIGTERM or
+    Ctrl-C; then prints a summary)."""
+    from tradestats.loadgen import run_loadgen, stop_on_signals
+
+    stop_requested = stop_on_signals()  # first: as PID 1 an unhandled SIGTERM is ignored
     settings = _settings()
-    from tradestats.loadgen import run_loadgen
 
     report = run_loadgen(
         settings,
@@ -81,6 +92,8 @@ def loadgen(
         types=[t.strip() for t in types.split(",")],
         seed=seed,
         progress=progress,
+        stop_requested=stop_requested,
+        log_interval=log_every,
     )
     click.echo(
         f"sent {report.sent} trades ({report.bytes / 1e6:.1f} MB) over {len(report.per_ticker)}"

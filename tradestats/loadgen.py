@@ -3,12 +3,21 @@
 The original: ten tickers starting at 5000, each trade's price the ticker's base plus a small
 Gaussian step, the base walking by a random integer every ten trades of that ticker, sizes
 uniformly 0-99. Records are keyed by the ticker's raw bytes and stamped with the wall clock.
+
+``tradestats loadgen`` stops on SIGTERM and SIGINT alike, with every trade sent acknowledged and
+its summary printed: in a container it may be PID 1, for which the kernel ignores signals that
+have no handler, so the handlers are installed first thing (``stop_on_signals``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import logging.config
 import random
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +26,18 @@ from typing import Any, Protocol
 from tradestats.core.trades import Trade, encode_trade
 from tradestats.settings import Settings
 
-__all__ = ["ORIGINAL_TICKERS", "LoadReport", "Producer", "TradeGenerator", "produce", "tickers"]
+__all__ = [
+    "ORIGINAL_TICKERS",
+    "LoadReport",
+    "Producer",
+    "RateLog",
+    "TradeGenerator",
+    "produce",
+    "stop_on_signals",
+    "tickers",
+]
+
+log = logging.getLogger(__name__)
 
 ORIGINAL_TICKERS = ("MMM", "ABT", "ABBV", "ACN", "ATVI", "AYI", "ADBE", "AAP", "AES", "AET")
 BASE_PRICE = 5000.0
@@ -85,8 +105,10 @@ async def produce(
     count: int | None,
     duration: float | None,
     on_progress: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> LoadReport:
-    """Send trades until ``count`` or ``duration`` is reached (whichever first; none = forever).
+    """Send trades until ``count`` or ``duration`` is reached (whichever first; none = forever)
+    or ``stop`` is set; returns once everything sent is acknowledged.
 
     ``rate`` is trades per second (None: as fast as the producer accepts). ``producer`` is a
     started aiokafka producer; ``on_progress(n)`` is called with the number sent since the last
@@ -104,10 +126,14 @@ async def produce(
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             break
+        if stop is not None and stop.is_set():
+            break
         if rate:
             ahead = report.sent / rate - (now - started)
             if ahead > 0:
-                await asyncio.sleep(ahead)
+                await _sleep_unless(stop, ahead)
+                if stop is not None and stop.is_set():
+                    break
         value = encode_trade(trade)
         pending.append(await producer.send(topic, value, key=trade.ticker.encode()))
         report.sent += 1
@@ -126,6 +152,44 @@ async def produce(
     return report
 
 
+async def _sleep_unless(stop: asyncio.Event | None, seconds: float) -> None:
+    """Sleep ``seconds``, or less when ``stop`` is set meanwhile (a slow rate stops at once)."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+@dataclass
+class RateLog:
+    """``on_progress`` without a terminal: a log line with the rate every ``interval`` seconds."""
+
+    interval: float = 10.0
+    total: int = 0
+    _since: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
+
+    def __call__(self, sent: int) -> None:
+        self.total += sent
+        now = time.monotonic()
+        started, before = self._since
+        if now - started >= self.interval:
+            rate = (self.total - before) / (now - started)
+            elapsed = now - started
+            log.info(
+                "sent %d trades, %.0f trades/s over the last %.0f s", self.total, rate, elapsed
+            )
+            self._since = (now, self.total)
+
+
+def stop_on_signals() -> threading.Event:
+    """Handle SIGTERM and SIGINT from now on: the event returned is set by either."""
+    requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: requested.set())
+    return requested
+
+
 def run_loadgen(
     settings: Settings,
     *,
@@ -136,14 +200,30 @@ def run_loadgen(
     types: Sequence[str],
     seed: int | None,
     progress: bool,
+    stop_requested: threading.Event,
+    log_interval: float = 10.0,
 ) -> LoadReport:
-    """The ``tradestats loadgen`` command: produce with a progress bar until done or Ctrl-C."""
+    """The ``tradestats loadgen`` command: produce until done or ``stop_requested`` (set by
+    ``stop_on_signals``: SIGTERM, Ctrl-C).
+
+    With ``progress`` a progress bar; without (no terminal, a container) a log line with the
+    rate every ``log_interval`` seconds, in the workers' log format (``LOG_FORMAT``).
+    """
     from aiokafka import AIOKafkaProducer
     from tqdm import tqdm
 
     from tradestats.service.kafka import producer_config
+    from tradestats.service.logs import logging_config
+
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
 
     async def main() -> LoadReport:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        if stop_requested.is_set():  # a signal before the loop's handlers were in place
+            stop.set()
         producer = AIOKafkaProducer(
             **producer_config(settings, client_id=f"{settings.app_id}-loadgen", linger_ms=20)
         )
@@ -157,7 +237,8 @@ def run_loadgen(
                 rate=rate,
                 count=count,
                 duration=duration,
-                on_progress=bar.update,
+                on_progress=bar.update if progress else RateLog(log_interval),
+                stop=stop,
             )
         finally:
             bar.close()

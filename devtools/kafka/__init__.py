@@ -1,6 +1,7 @@
-"""The project's local Kafka: a real single-node KRaft broker for tests, benchmarks and demos.
+"""The project's local Kafka: real KRaft brokers for tests, benchmarks and demos.
 
-See :class:`LocalKafka` and ``python -m devtools.kafka --help``.
+A single node (:class:`LocalKafka`) or a cluster of several (:class:`LocalKafkaCluster`); see
+``python -m devtools.kafka --help``.
 """
 
 from devtools.kafka.broker import (
@@ -13,6 +14,7 @@ from devtools.kafka.broker import (
     default_cache_dir,
     resolve_classpath,
 )
+from devtools.kafka.cluster import LocalKafkaCluster
 
 __all__ = [
     "DEFAULT_PASSWORD",
@@ -21,6 +23,7 @@ __all__ = [
     "BrokerError",
     "BrokerStartError",
     "LocalKafka",
+    "LocalKafkaCluster",
     "default_cache_dir",
     "resolve_classpath",
 ]

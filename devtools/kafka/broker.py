@@ -11,6 +11,9 @@ one process). Everything a broker owns lives in one state directory:
     data/              log.dirs, including the KRaft metadata log
     tls/               generated CA and server certificate (``tls=True``)
 
+The same class is one node of a multi-node cluster (:mod:`devtools.kafka.cluster`): a node id,
+the controller ports of every voter and the shared cluster id are then given to it.
+
 Dev only: the default credentials are public and the TLS keys are unencrypted.
 """
 
@@ -26,6 +29,7 @@ import importlib
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -49,8 +53,12 @@ __all__ = [
     "BrokerStartError",
     "LocalKafka",
     "default_cache_dir",
+    "describe_topics",
     "find_java",
+    "new_cluster_id",
+    "registered_brokers",
     "resolve_classpath",
+    "state_dir_lock",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +86,8 @@ PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL, CONTROLLER = (
 )
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+# Ports are picked from here up to the ephemeral range (Linux default start, if unreadable).
+_PORT_FLOOR, _EPHEMERAL_LOW = 20000, 32768
 # Characters that would break the JAAS string or the --add-scram syntax.
 _CREDENTIAL_RE = re.compile(r'[^\s"\\,\[\]=;]+')
 
@@ -139,6 +149,12 @@ class LocalKafka:
     """Extra broker properties; they override the dev defaults."""
     cache_dir: Path | None = None
     """Where the resolved classpath is cached; see ``default_cache_dir()``."""
+    node_id: int = 1
+    voters: Mapping[int, int] = field(default_factory=dict)
+    """Controller port of every voter of the KRaft quorum, by node id; empty: this node alone.
+    A node of a quorum keeps its ports for good (the other voters know them)."""
+    cluster_id: str | None = None
+    """The id its storage is formatted with; None: a new one on the first start."""
 
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
@@ -237,8 +253,7 @@ class LocalKafka:
         if self._proc is not None:
             if self._proc.poll() is None:
                 return self._proc.pid
-            self._proc = None
-            return None
+            self._proc = None  # ours died; another process may have started it again since
         pid = self._load_state().get("pid")
         if isinstance(pid, int) and _is_broker_process(pid, self.config_file):
             return pid
@@ -283,15 +298,12 @@ class LocalKafka:
             finally:
                 self._lock_depth -= 1
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with (self.state_dir / ".lock").open("a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        with state_dir_lock(self.state_dir):
             self._lock_depth = 1
             try:
                 yield
             finally:
                 self._lock_depth = 0
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     def _adopt(self, state: dict[str, Any], wanted: list[str]) -> None:
         missing = [name for name in wanted if name not in state.get("listeners", [])]
@@ -308,10 +320,33 @@ class LocalKafka:
         self._state = state
         log.info("reusing running broker (pid %s) in %s", state.get("pid"), self.state_dir)
 
+    def reserve_ports(self) -> dict[str, int]:
+        """Choose (or keep) this node's ports without starting it: a quorum's voters must all
+        be known before its first node starts."""
+        with self._locked():
+            state = self._load_state()
+            if self.pid is None:
+                state["ports"] = self._assign_ports(
+                    state.get("ports", {}), [*self._wanted_listeners(), CONTROLLER]
+                )
+                self._state = state
+                self._save_state()
+            return dict(state["ports"])
+
     def _launch(self, state: dict[str, Any], wanted: list[str]) -> None:
         state["ports"] = self._assign_ports(state.get("ports", {}), [*wanted, CONTROLLER])
+        if self.voters and self.voters.get(self.node_id) != state["ports"][CONTROLLER]:
+            raise BrokerStartError(
+                f"node {self.node_id}: controller port {state['ports'][CONTROLLER]} is not the "
+                f"one its quorum knows ({self.voters.get(self.node_id)})"
+            )
         state["listeners"] = wanted
-        state.setdefault("cluster_id", _new_cluster_id())
+        if self.cluster_id and state.setdefault("cluster_id", self.cluster_id) != self.cluster_id:
+            raise BrokerStartError(
+                f"{self.state_dir} belongs to Kafka cluster {state['cluster_id']}, "
+                f"not {self.cluster_id}: delete it to join this cluster"
+            )
+        state.setdefault("cluster_id", new_cluster_id())
         state["kafka_version"] = KAFKA_VERSION
         state["pid"] = None
         java = find_java()
@@ -354,7 +389,8 @@ class LocalKafka:
         self._save_state()
 
     def wait_ready(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Block until every listener port is open and a metadata request lists the broker.
+        """Block until every listener port is open and a metadata request lists this node
+        (as a live broker: registered with the controller, and not fenced).
 
         The metadata request runs on a private event loop in a worker thread, so this is safe
         from sync code and from inside a running event loop.
@@ -366,8 +402,8 @@ class LocalKafka:
             if self.pid is None:
                 raise BrokerStartError(self._with_log_tail("the broker process exited"))
             remaining = deadline - time.monotonic()
-            if all(_port_open(p) for p in ports) and _metadata_ready(
-                self.bootstrap_servers, max(1.0, min(5.0, remaining))
+            if all(_port_open(p) for p in ports) and _registered(
+                self.bootstrap_servers, self.node_id, max(1.0, min(5.0, remaining))
             ):
                 return
             if remaining <= 0:
@@ -433,7 +469,7 @@ class LocalKafka:
                 return False
             return True
         deadline = time.monotonic() + timeout
-        while _is_broker_process(pid, self.config_file):
+        while not _has_exited(pid, self.config_file):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.1)
@@ -458,6 +494,11 @@ class LocalKafka:
                 continue
             port = saved.get(name)
             if port is not None and not _port_free(port):
+                if self.voters:
+                    raise BrokerStartError(
+                        f"node {self.node_id}: its {name} port {port} is taken by another "
+                        "process; a node of a quorum cannot move (stop what listens there)"
+                    )
                 log.warning("saved %s port %s is taken; picking another one", name, port)
                 port = None
             ports[name] = port or _free_port(avoid={*ports.values(), *saved.values()})
@@ -466,10 +507,13 @@ class LocalKafka:
     def _render_config(self, state: Mapping[str, Any]) -> str:
         ports: Mapping[str, int] = state["ports"]
         listeners: list[str] = state["listeners"]
+        voters = self.voters or {self.node_id: ports[CONTROLLER]}
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{ports[CONTROLLER]}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": ",".join(
+                f"{node}@127.0.0.1:{port}" for node, port in sorted(voters.items())
+            ),
             "controller.listener.names": CONTROLLER,
             "inter.broker.listener.name": PLAINTEXT,
             "listeners": ",".join(
@@ -559,6 +603,18 @@ class LocalKafka:
         return f"{message}; last lines of {self.log_file}:\n{_tail(text)}"
 
 
+@contextlib.contextmanager
+def state_dir_lock(state_dir: Path) -> Iterator[None]:
+    """An exclusive lock on a state directory (its ``.lock`` file), across processes."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / ".lock").open("a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
 # -- classpath and java ----------------------------------------------------------------------
 
 
@@ -626,7 +682,7 @@ def find_java() -> str:
 # -- small utilities -------------------------------------------------------------------------
 
 
-def _new_cluster_id() -> str:
+def new_cluster_id() -> str:
     """A Kafka Uuid in its base64 form, as ``StorageTool random-uuid`` prints (no JVM)."""
     while True:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -654,6 +710,25 @@ def _is_broker_process(pid: int, config_file: Path) -> bool:
     return True
 
 
+def _has_exited(pid: int, config_file: Path) -> bool:
+    """Has our broker ``pid`` finished exiting (all its threads gone, or the pid reused)?
+
+    Not the same as "no longer our live broker": a process's command line reads empty from the
+    start of its exit, and its main thread is a zombie while the JVM's other threads are still
+    exiting; its sockets stay open (and its parent cannot reap it) until the last thread is
+    gone. A restart must not find its ports still taken.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:  # gone, or no procfs (macOS): then ask the pid
+        return Path("/proc/self").exists() or not _is_broker_process(pid, config_file)
+    state = stat.rpartition(")")[2].split()[0]
+    reused = bool(cmdline) and str(config_file).encode() not in cmdline.split(b"\0")
+    return (state in ("Z", "X") and threads <= 1) or reused
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -671,35 +746,75 @@ def _port_free(port: int) -> bool:
 
 
 def _free_port(avoid: set[int]) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port not in avoid:
+    """A free port below the kernel's ephemeral range.
+
+    A port the kernel hands out for outgoing connections can be taken while its broker is down:
+    by any client's connection, or by a client reconnecting to the dead port itself, which on
+    loopback can connect to itself (TCP simultaneous open). The restart would then fail.
+    """
+    low = _EPHEMERAL_LOW
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(_PORT_FLOOR, max(_PORT_FLOOR + 1000, low)))
+    random.shuffle(candidates)
+    for port in candidates:
+        if port not in avoid and _port_free(port):
             return port
+    raise BrokerStartError(f"no free port between {_PORT_FLOOR} and {low}")
 
 
-def _metadata_ready(bootstrap: str, timeout: float) -> bool:
-    """One aiokafka describe-cluster round trip on a private loop in a worker thread."""
+def _registered(bootstrap: str, node_id: int, timeout: float) -> bool:
+    """Does the cluster's metadata list ``node_id`` among its live brokers?"""
+    try:
+        return node_id in registered_brokers(bootstrap, timeout)
+    except Exception:  # not ready yet: any failure means "try again"
+        return False
 
-    async def probe() -> bool:
+
+def registered_brokers(bootstrap: str, timeout: float = 10.0) -> list[int]:
+    """Node ids of the brokers the cluster's metadata lists: registered and not fenced."""
+    cluster = _admin_call(bootstrap, "describe_cluster", timeout)
+    return sorted(int(broker["node_id"]) for broker in cluster.get("brokers", []))
+
+
+def describe_topics(bootstrap: str, topics: list[str] | None, timeout: float = 10.0) -> list[Any]:
+    """aiokafka's metadata of ``topics`` (None: all of them): per partition its ``leader``,
+    ``replicas`` and ``isr``."""
+    described: list[Any] = _admin_call(bootstrap, "describe_topics", timeout, topics)
+    return described
+
+
+def _admin_call(bootstrap: str, method: str, timeout: float, *args: Any) -> Any:
+    """One aiokafka admin request, on a private event loop in a worker thread: safe from sync
+    code and from inside a running event loop.
+
+    The admin client sends to a random broker of its metadata, which can name a node that has
+    just died: retriable errors are retried (on another random pick) until ``timeout``.
+    """
+
+    async def call() -> Any:
         # aiokafka ships no type information; import it dynamically to keep mypy strict clean.
         admin_module: Any = importlib.import_module("aiokafka.admin")
         admin = admin_module.AIOKafkaAdminClient(
             bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000)
         )
+        deadline = time.monotonic() + timeout
         try:
             await asyncio.wait_for(admin.start(), timeout)
-            cluster = await asyncio.wait_for(admin.describe_cluster(), timeout)
-            return bool(cluster.get("brokers"))
-        except Exception:  # not ready yet: any failure means "try again"
-            return False
+            while True:
+                remaining = max(0.1, deadline - time.monotonic())
+                try:
+                    return await asyncio.wait_for(getattr(admin, method)(*args), remaining)
+                except Exception as exc:
+                    if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
+                        raise
+                await asyncio.sleep(0.1)
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="devtools-kafka") as pool:
-        return pool.submit(lambda: asyncio.run(probe())).result()
+        return pool.submit(lambda: asyncio.run(call())).result()
 
 
 def _escape_property(value: str) -> str:

@@ -22,10 +22,11 @@ VARIANTS = {
     "keda": "k8s/overlays/keda",
     "prometheus-operator": "k8s/overlays/prometheus-operator",
     "strimzi": "k8s/overlays/strimzi",
+    "single-node": "k8s/overlays/single-node",
 }
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
 #: Custom resources: no schema offline, their shape is asserted by the tests instead.
-CRD_KINDS = ("ServiceMonitor", "ScaledObject", "KafkaTopic")
+CRD_KINDS = ("ServiceMonitor", "PrometheusRule", "ScaledObject", "KafkaTopic")
 
 Manifest = dict[str, Any]
 
@@ -47,7 +48,13 @@ class Rendered:
         return found[0]
 
     def workload(self) -> Manifest:
-        found = [doc for doc in self.docs if doc["kind"] in WORKLOAD_KINDS]
+        """The workers (an overlay may add other workloads, e.g. Kafka and Prometheus)."""
+        found = [
+            doc
+            for doc in self.docs
+            if doc["kind"] in WORKLOAD_KINDS
+            and doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "worker"
+        ]
         assert len(found) == 1, f"{self.variant}: expected one workload, got {len(found)}"
         return found[0]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +31,25 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _built_here(service: dict[str, Any]) -> bool:
-    return "build" in service and service["build"]["context"] == "."
+def _published(port: str) -> tuple[str, int, int]:
+    """(host address, host port, container port) of a ``ports:`` entry."""
+    address, host, container = port.split(":")
+    return address, int(host), int(container)
+
+
+@pytest.fixture(scope="module")
+def project_image(services: dict[str, Any]) -> str:
+    """The image built from the Dockerfile: by exactly one service, so it is built once."""
+    (builder,) = [
+        service for service in services.values() if service.get("build", {}).get("context") == "."
+    ]
+    assert builder["build"].get("dockerfile", "Dockerfile") == "Dockerfile"
+    image: str = builder["image"]
+    return image
+
+
+def _ours(services: dict[str, Any], project_image: str) -> list[str]:
+    return [name for name, service in services.items() if service.get("image") == project_image]
 
 
 def test_valid_against_the_compose_specification() -> None:
@@ -39,10 +57,10 @@ def test_valid_against_the_compose_specification() -> None:
     run([checker, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)])
 
 
-def test_environment_names_are_settings(services: dict[str, Any]) -> None:
+def test_environment_names_are_settings(services: dict[str, Any], project_image: str) -> None:
     """tradestats services get only variables Settings reads (the topic job shares them)."""
     known = settings_env_names()
-    ours = [name for name, service in services.items() if _built_here(service)]
+    ours = _ours(services, project_image)
     assert sorted(ours) == sorted([*WORKERS, "loadgen"])
     for name in [*ours, "kafka-init"]:
         environment = services[name]["environment"]
@@ -51,9 +69,9 @@ def test_environment_names_are_settings(services: dict[str, Any]) -> None:
         assert not unknown, f"{name} sets {unknown}, which tradestats does not read"
 
 
-def test_images_are_pinned(services: dict[str, Any]) -> None:
+def test_images_are_pinned(services: dict[str, Any], project_image: str) -> None:
     for name, service in services.items():
-        if not _built_here(service):
+        if service["image"] != project_image:
             assert DIGEST.search(service["image"]), f"{name}: pin the image by digest"
     kafka = services["kafka"]["image"]
     assert kafka.startswith(f"apache/kafka:{KAFKA_VERSION}@"), "the version the tests run"
@@ -65,6 +83,9 @@ def test_kafka_is_a_healthy_kraft_node(services: dict[str, Any]) -> None:
     env = kafka["environment"]
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert "healthcheck" in kafka
+    check = " ".join(kafka["healthcheck"]["test"])
+    for jvm in (".sh", "java"):  # a JVM per health check costs seconds of CPU
+        assert jvm not in check
     advertised = {
         listener.split("://", 1)[1] for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
     }
@@ -102,8 +123,8 @@ def test_three_workers_like_a_statefulset(services: dict[str, Any]) -> None:
         assert env["WEB_HOST"] == name == worker["hostname"]
         assert "CANONICAL_URL" not in env
         web_port = int(env.get("WEB_PORT", 6066))
-        ((host, container),) = (port.split(":") for port in worker["ports"])
-        assert int(container) == web_port
+        ((_, host, container),) = (_published(port) for port in worker["ports"])
+        assert container == web_port
         host_ports.add(host)
         ((volume, target),) = (mount.split(":") for mount in worker["volumes"])
         assert target == env.get("DATA_DIR", data_dir)
@@ -114,6 +135,12 @@ def test_three_workers_like_a_statefulset(services: dict[str, Any]) -> None:
         assert worker["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in worker["security_opt"]
     assert len(volumes) == len(host_ports) == len(WORKERS)
+
+
+def test_ports_are_published_on_loopback_only(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert _published(port)[0] == "127.0.0.1", f"{name}: {port} is open to the network"
 
 
 def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str, Any]) -> None:
@@ -135,15 +162,30 @@ def test_loadgen_command_is_valid(services: dict[str, Any]) -> None:
     assert loadgen["healthcheck"] == {"disable": True}  # no web server to check
 
 
+def _host_path(service: dict[str, Any], container_path: str) -> Path:
+    """The repository file a bind mount of ``service`` puts at ``container_path``."""
+    for source, target, *_ in (mount.split(":") for mount in service["volumes"]):
+        if source.startswith("./") and (container_path + "/").startswith(target + "/"):
+            return REPO / source / container_path[len(target) :].lstrip("/")
+    raise AssertionError(f"nothing is mounted at {container_path}")
+
+
 def test_prometheus_scrapes_every_worker(services: dict[str, Any]) -> None:
-    mounts = dict(mount.split(":")[:2] for mount in services["prometheus"]["volumes"])
-    config_file = next(source for source, target in mounts.items() if target.endswith(".yml"))
-    config = yaml.safe_load((REPO / config_file).read_text())
+    prometheus = services["prometheus"]
+    (flag,) = [arg for arg in prometheus["command"] if arg.startswith("--config.file=")]
+    config_file = _host_path(prometheus, flag.split("=", 1)[1])
+    config = yaml.safe_load(config_file.read_text())
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "tradestats"]
     assert job.get("metrics_path", "/metrics") in app_paths()
     targets = {target for group in job["static_configs"] for target in group["targets"]}
     expected = {f"{name}:{services[name]['environment'].get('WEB_PORT', 6066)}" for name in WORKERS}
     assert targets == expected
+
+
+def test_grafana_is_optional(services: dict[str, Any]) -> None:
+    """A missing Grafana image must not take `up` down: it is behind a profile; the rest not."""
+    assert services["grafana"]["profiles"] == ["grafana"]
+    assert [name for name, service in services.items() if "profiles" in service] == ["grafana"]
 
 
 def test_grafana_is_provisioned(services: dict[str, Any]) -> None:
@@ -158,7 +200,7 @@ def test_grafana_is_provisioned(services: dict[str, Any]) -> None:
         for path in mounts["/etc/grafana/provisioning/datasources"].glob("*.yml")
     }
     assert sources == {"http://prometheus:9090"}
-    assert "9090:9090" in services["prometheus"]["ports"]
+    assert [_published(port)[1:] for port in services["prometheus"]["ports"]] == [(9090, 9090)]
     (provider_file,) = mounts["/etc/grafana/provisioning/dashboards"].glob("*.yml")
     (provider,) = yaml.safe_load(provider_file.read_text())["providers"]
     dashboards_dir = mounts[provider["options"]["path"]]

@@ -159,7 +159,7 @@ def test_restricted_security_context(rendered: dict[str, Rendered]) -> None:
         assert (pod["runAsUser"], pod["runAsGroup"], pod["fsGroup"]) == (uid, gid, gid)
         assert pod["seccompProfile"]["type"] == "RuntimeDefault"
         assert spec["automountServiceAccountToken"] is False
-        assert spec["serviceAccountName"] == variant.one("ServiceAccount")["metadata"]["name"]
+        assert variant.one("ServiceAccount", spec["serviceAccountName"])
         volumes = {volume["name"]: volume for volume in spec["volumes"]}
         for container in all_containers(variant.workload()):
             context = container["securityContext"]

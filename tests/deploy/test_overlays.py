@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from tests.deploy.manifests import Rendered, containers, pod_spec
 from tests.deploy.tools import REPO, app_paths
 from tradestats.service.app import STATE_TABLE
@@ -119,3 +121,47 @@ def test_strimzi_topics_match_the_settings(rendered: dict[str, Rendered]) -> Non
     kafka_rules = [rule for rule in egress if any(p["port"] == 9092 for p in rule["ports"])]
     assert kafka_rules
     assert all("to" in rule for rule in kafka_rules)
+
+
+def test_single_node_is_a_complete_stack_on_one_node(rendered: dict[str, Rendered]) -> None:
+    single = rendered["single-node"]
+    config = single.config()
+    workers = single.workload()
+    # soft anti-affinity: three workers fit on one node
+    anti = pod_spec(workers)["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    (preferred,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert containers(workers)[0]["imagePullPolicy"] == "Never"  # loaded, never pulled
+    # Kafka in the cluster, where the workers look for it, with one replica per topic
+    kafka = single.one("StatefulSet", "kafka")
+    (broker,) = containers(kafka)
+    assert broker["image"] == "apache/kafka:4.1.2"
+    broker_env = {entry["name"]: entry["value"] for entry in broker["env"]}
+    service = single.one("Service", "kafka")
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "kafka")
+    assert config["KAFKA_BOOTSTRAP_SERVERS"] == f"kafka:{port}"
+    assert f"PLAINTEXT://kafka:{port}" in broker_env["KAFKA_ADVERTISED_LISTENERS"]
+    assert config["TOPIC_REPLICATION_FACTOR"] == "1"
+    # the topics come from the workers' own settings
+    (create,) = containers(single.one("Job", "kafka-topics"))
+    assert create["envFrom"] == containers(workers)[0]["envFrom"]
+    script = create["args"][0]
+    for name in ("TRADES_TOPIC", "STATS_TOPIC", "DLQ_TOPIC", "TOPIC_PARTITIONS"):
+        assert f"${name}" in script
+    # Prometheus discovers the pods by the annotations the workers carry
+    prometheus = single.one("Deployment", "prometheus")
+    (volume,) = (v for v in pod_spec(prometheus)["volumes"] if "configMap" in v)
+    config_map = single.one("ConfigMap", volume["configMap"]["name"])
+    prometheus_config = yaml.safe_load(config_map["data"]["prometheus.yml"])
+    (job,) = prometheus_config["scrape_configs"]
+    assert job["kubernetes_sd_configs"][0]["role"] == "pod"
+    relabeled = {source for rule in job["relabel_configs"] for source in rule["source_labels"]}
+    annotations = workers["spec"]["template"]["metadata"]["annotations"]
+    for annotation in (name for name in annotations if name.startswith("prometheus.io/")):
+        meta = "__meta_kubernetes_pod_annotation_" + annotation.replace(".", "_").replace("/", "_")
+        assert meta in relabeled, annotation
+    role = single.one("Role", "prometheus")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,3 +30,13 @@ def statefulset(tmp_path: Path) -> Iterator[Callable[[dict[str, str], int], Stat
     for sts in made:
         sts.close()
         print(sts.log_tails(60))
+
+
+@pytest.fixture
+def quiet_clients() -> Iterator[None]:
+    """The test's own clients log an error per reconnect attempt while a broker is away."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)

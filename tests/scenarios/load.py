@@ -27,7 +27,7 @@ from tests.integration.harness import (
     consume,
     consume_quiet,
 )
-from tests.oracle import Record, expected_windows
+from tests.oracle import Expected, Record, expected_windows
 from tradestats.core.codec import encode_windowed_key
 from tradestats.core.trades import encode_trade
 from tradestats.loadgen import TradeGenerator, tickers
@@ -195,9 +195,38 @@ async def expect_exact_windows(
     assert wanted, "the scenario produced no windows"
     await consume(bootstrap, topics.stats, done=_seen_all(wanted), within=within)
     outputs: list[ConsumerRecord] = await consume_quiet(bootstrap, topics.stats)
-    verdict = check_windows(inputs, outputs, exactly_once=False)
+    try:
+        verdict = check_windows(inputs, outputs, exactly_once=False)
+    except AssertionError as mismatch:
+        raise AssertionError(
+            f"{mismatch}\n{await _late_disagreements(bootstrap, topics, expected)}"
+        ) from None
     assert verdict.windows == len(expected.windows)
     return verdict
+
+
+async def _late_disagreements(bootstrap: str, topics: Topics, expected: Expected) -> str:
+    """Which trades the worker dead-lettered as late while the oracle counts them in windows
+    (windows closed too early), per partition: the usual reason for a window short of trades."""
+    dead = await consume_quiet(bootstrap, topics.dlq)
+    oracle_late = {(r.partition, r.offset) for r in expected.late}
+    turned_late: dict[int, list[int]] = {}
+    for record in dead:
+        headers = {k: v.decode(errors="replace") for k, v in record.headers}
+        if headers.get("tradestats.reason") != "late":
+            continue
+        origin = (
+            int(headers["tradestats.source.partition"]),
+            int(headers["tradestats.source.offset"]),
+        )
+        if origin not in oracle_late:
+            turned_late.setdefault(origin[0], []).append(record.timestamp)
+    if not turned_late:
+        return "no trade was dead-lettered as late that the oracle counts in a window"
+    return "dead-lettered as late, but in an open window per the oracle: " + "; ".join(
+        f"partition {partition}: {len(stamps)} trades stamped {min(stamps)}..{max(stamps)}"
+        for partition, stamps in sorted(turned_late.items())
+    )
 
 
 def _seen_all(wanted: set[bytes]) -> Callable[[list[ConsumerRecord]], bool]:

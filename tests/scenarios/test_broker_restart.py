@@ -10,7 +10,6 @@ idle input, so no window may close early.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Iterator
 
@@ -21,7 +20,7 @@ from tests.integration.harness import Topics, create_topics
 from tests.scenarios.load import SteadyLoad, expect_exact_windows
 from tests.scenarios.statefulset import StatefulSet, pod_env
 
-pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
+pytestmark = [pytest.mark.broker, pytest.mark.asyncio, pytest.mark.usefixtures("quiet_clients")]
 
 PARTITIONS = 4
 PROCESSED = "tradestats_trades_processed_total"
@@ -36,16 +35,6 @@ def dedicated_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
         yield broker
     finally:
         broker.stop()
-
-
-@pytest.fixture(autouse=True)
-def quiet_clients() -> Iterator[None]:
-    """The test's own clients log an error per reconnect attempt while the broker is away."""
-    logger = logging.getLogger("aiokafka")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    yield
-    logger.setLevel(level)
 
 
 def bounce(broker: LocalKafka, how: str) -> float:

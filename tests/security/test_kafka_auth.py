@@ -41,6 +41,10 @@ WRONG_PASSWORD = "Not-The-Password-7f3a9c"
 FAIL_FAST_SECONDS = 30
 #: Connection attempts a failing worker may log before it gives up.
 MAX_CONNECTION_ERRORS = 10
+#: Deadlines for a worker that works: generous, a loaded machine is several times slower.
+READY_SECONDS = 300.0
+RESULTS_SECONDS = 300.0
+SHUTDOWN_SECONDS = 120.0
 
 
 @pytest.fixture
@@ -133,16 +137,16 @@ async def end_to_end(
         client=client_config(broker, protocol, mechanism),
     )
     try:
-        await asyncio.to_thread(worker.wait_ready, 120)
+        await asyncio.to_thread(worker.wait_ready, READY_SECONDS)
         await load.start()
         await load.run_for(3)
         inputs = await load.stop()
-        await expect_exact_windows(broker.bootstrap_servers, topics, inputs)
+        await expect_exact_windows(broker.bootstrap_servers, topics, inputs, within=RESULTS_SECONDS)
         assert worker.metrics()["tradestats_trades_processed_total"] > 0
         for page in ("/metrics", "/ready", "/health", "/stats/MMM"):
             assert_no_secret(str(worker.get(page)[1]), DEFAULT_PASSWORD)
-        code, _ = await asyncio.to_thread(worker.terminate)
-        assert code == 0, worker.log_tail()
+        code = await asyncio.to_thread(shut_down, worker)
+        assert code == 0, f"exit code {code} after SIGTERM:\n{worker.log_tail()}"
     finally:
         await load.close()
         worker.stop_quietly()
@@ -151,6 +155,19 @@ async def end_to_end(
     return log
 
 
+def shut_down(worker: Worker) -> int:
+    """SIGTERM, and the exit code once it exited; what it logged if it did not in time."""
+    try:
+        code, _ = worker.terminate(SHUTDOWN_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"{worker.name} still running {SHUTDOWN_SECONDS:g} s after SIGTERM:\n"
+            + worker.log_tail()
+        ) from None
+    return code
+
+
+@pytest.mark.timeout(900)  # the deadlines above, with room
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("protocol", "mechanism"), SECURED)
 async def test_worker_end_to_end_over_a_secured_listener(
@@ -160,6 +177,7 @@ async def test_worker_end_to_end_over_a_secured_listener(
     await end_to_end(broker, tmp_path, protocol, mechanism)
 
 
+@pytest.mark.timeout(900)  # the deadlines above, with room
 @pytest.mark.asyncio
 async def test_debug_json_logs_never_contain_the_password(
     broker: LocalKafka, tmp_path: Path
@@ -170,6 +188,7 @@ async def test_debug_json_logs_never_contain_the_password(
     assert '"level": "debug"' in log, "debug logging was not on"
 
 
+@pytest.mark.timeout(900)  # the deadlines above, with room
 @pytest.mark.asyncio
 async def test_worker_reads_sasl_credentials_from_mounted_secret_files(
     broker: LocalKafka, tmp_path: Path
@@ -288,9 +307,12 @@ async def test_loadgen_over_a_secured_listener(
     assert f"sent {count} trades" in output
     assert_no_secret(output, DEFAULT_PASSWORD)
     records = await consume(
-        broker.bootstrap_servers, topics.trades, done=lambda r: len(r) >= count, within=30
+        broker.bootstrap_servers,
+        topics.trades,
+        done=lambda r: len(r) >= count,
+        within=RESULTS_SECONDS,
     )
-    assert len(records) == count
+    assert len(records) == count, f"{len(records)} of {count} trades read back"
     assert all(parse_trade(r.key, r.value) is not None for r in records)
 
 
