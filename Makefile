@@ -7,7 +7,7 @@ PY_SOURCES := tradestats devtools tests
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools demo test test-unit lint format alert-rules bench bench-quick broker broker-stop clean
+.PHONY: help install tools demo test test-unit lint format alert-rules bench bench-quick broker broker-stop brokers brokers-stop clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -66,6 +66,12 @@ broker: $(STAMP) ## Start the local Kafka broker in .local/kafka (idempotent)
 broker-stop: ## Stop the local Kafka broker
 	$(BIN)/python -m devtools.kafka stop
 
+brokers: $(STAMP) ## Start a three-node local Kafka cluster in .local/kafka3 (RF 3, min ISR 2)
+	$(BIN)/python -m devtools.kafka start --nodes 3 --state-dir .local/kafka3
+
+brokers-stop: ## Stop the three-node local Kafka cluster
+	$(BIN)/python -m devtools.kafka stop --state-dir .local/kafka3
+
 cluster-up: $(STAMP) ## Start the local Kubernetes cluster (compiled on first use, ~20 min; then ~1 min)
 	$(BIN)/python -m devtools.kube up
 
@@ -74,4 +80,5 @@ cluster-down: $(STAMP) ## Stop the local Kubernetes cluster (pods deleted first,
 
 clean: ## Remove the virtualenv, local broker data and caches
 	-$(BIN)/python -m devtools.kafka stop 2>/dev/null
+	-test ! -d .local/kafka3 || $(BIN)/python -m devtools.kafka stop --state-dir .local/kafka3
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
