@@ -80,8 +80,14 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def _rewind(self, tp: TP, offset: int, if_at: int) -> None:
         consumer = self._ensure_consumer()
-        if tp in consumer.assignment() and await consumer.position(tp) == if_at:
-            consumer.seek(tp, offset)  # no await in between: no fetch can move it meanwhile
+        subscription = consumer._subscription
+        if not subscription.is_assigned(tp):
+            return
+        # Read the position without waiting: ``consumer.position()`` waits for a position
+        # being reset, and a call that never returns would keep this thread from stopping.
+        state = subscription.subscription.assignment.state_value(tp)
+        if state.has_valid_position and state.position == if_at:
+            consumer.seek(tp, offset)  # synchronous: no fetch can move it meanwhile
             log.info("%s: fetching again from offset %d (fetched, not handed over)", tp, offset)
 
 
