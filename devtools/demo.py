@@ -64,7 +64,7 @@ def _line(value: dict[str, object]) -> str:
     )
 
 
-async def _show(settings: Settings, duration: float | None) -> int:
+async def _show(settings: Settings, duration: float | None, results: int | None) -> int:
     consumer = AIOKafkaConsumer(
         settings.stats_topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -75,7 +75,9 @@ async def _show(settings: Settings, duration: float | None) -> int:
     shown = 0
     deadline = time.monotonic() + duration if duration else None
     try:
-        while deadline is None or time.monotonic() < deadline:
+        while (deadline is None or time.monotonic() < deadline) and (
+            results is None or shown < results
+        ):
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
                     decode_windowed_key(record.key)  # the Kafka Streams windowed key
@@ -86,8 +88,11 @@ async def _show(settings: Settings, duration: float | None) -> int:
     return shown
 
 
-def run_demo(state_dir: Path, rate: float, duration: float | None) -> int:
-    """Run until Ctrl-C (or ``duration`` seconds); returns the number of results shown."""
+def run_demo(
+    state_dir: Path, rate: float, duration: float | None, results: int | None = None
+) -> int:
+    """Run until Ctrl-C (or ``duration`` seconds, or ``results`` results shown); returns the
+    number of results shown."""
     state_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -111,7 +116,7 @@ def run_demo(state_dir: Path, rate: float, duration: float | None) -> int:
     worker = _spawn(["worker"], env, worker_log)
     loadgen = None
     try:
-        _wait_ready(url, worker, worker_log, timeout=120)
+        _wait_ready(url, worker, worker_log, timeout=300)
         loadgen = _spawn(["loadgen", "--rate", str(rate), "--no-progress"], env, loadgen_log)
         print(
             f"worker ready at {url} (logs: {worker_log}); {rate:g} trades/s from the load "
@@ -120,7 +125,7 @@ def run_demo(state_dir: Path, rate: float, duration: float | None) -> int:
             flush=True,
         )
         with contextlib.suppress(KeyboardInterrupt):
-            return asyncio.run(_show(settings, duration))
+            return asyncio.run(_show(settings, duration, results))
         return 0
     finally:
         for process in (loadgen, worker):
@@ -151,8 +156,11 @@ def main() -> None:
         "--rate", type=float, default=50.0, help="trades per second from the load generator"
     )
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument(
+        "--results", type=int, default=None, help="stop after this many window results"
+    )
     args = parser.parse_args()
-    shown = run_demo(args.state_dir, args.rate, args.duration)
+    shown = run_demo(args.state_dir, args.rate, args.duration, args.results)
     print(f"{shown} window results shown", file=sys.stderr)
 
 

@@ -33,15 +33,19 @@ def test_demo_shows_window_results_flowing(kafka: Broker, tmp_path: Path) -> Non
             "devtools.demo",
             "--state-dir",
             str(tmp_path),
+            # Until 20 results are shown, however slow the machine; the deadline only catches
+            # a demo that shows nothing at all.
+            "--results",
+            "20",
             "--duration",
-            "30",
+            "240",
             "--rate",
             "40",
         ],
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=420,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
