@@ -71,8 +71,8 @@ async def test_first_start_with_topics_created_beforehand_stays_up(
     await asyncio.to_thread(worker.wait_ready, 120)
     load = await SteadyLoad(kafka.bootstrap_servers, topics.trades, rate=300, seed=3).start()
     try:
-        # Longer than the producer's request timeout (40 s), when stuck batches expired.
-        for _ in range(60):
+        # Longer than the producer's request timeout (30 s), when stuck batches expired.
+        for _ in range(45):
             await load.run_for(1)
             assert_never_crashed(worker)
         await produce(
@@ -145,7 +145,8 @@ async def test_endpoints_answer_through_rebalances(
     high-water mark of partitions just revoked."""
     topics = Topics.unique("endpoints")
     await create_topics(kafka.bootstrap_servers, [topics.trades], PARTITIONS)
-    env = worker_env(kafka.bootstrap_servers, topics, PARTITIONS)
+    # A static member that stops hands its partitions over once its session expires.
+    env = worker_env(kafka.bootstrap_servers, topics, PARTITIONS, kafka_session_timeout_ms=6000)
     first = new_worker(tmp_path, "tradestats-0", env)
     second = new_worker(tmp_path, "tradestats-1", env)
     workers.extend([first.start(), second])
