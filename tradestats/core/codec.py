@@ -8,7 +8,7 @@ consumers of the original Java app read our output unchanged.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -24,9 +24,8 @@ __all__ = [
     "decode_windowed_key",
     "encode_pane_parts",
     "encode_partition_meta",
-    "encode_window_stats",
+    "encode_results",
     "encode_windowed_key",
-    "window_stats",
 ]
 
 _WINDOW_START = struct.Struct(">q")
@@ -45,9 +44,12 @@ def decode_windowed_key(data: bytes) -> tuple[str, int]:
     return data[: -_WINDOW_START.size].decode(), start
 
 
-class WindowStats(msgspec.Struct, rename="camel", frozen=True):
+class WindowStats(msgspec.Struct, rename="camel", frozen=True, gc=False):
     """The output value: the original app's fields (``type``, ``ticker``, ``countTrades``,
-    ``sumPrice``, ``minPrice``, ``avgPrice``) plus max, volume, VWAP and the window bounds."""
+    ``sumPrice``, ``minPrice``, ``avgPrice``) plus max, volume, VWAP and the window bounds.
+
+    Not tracked by the cyclic garbage collector (it holds no containers): thin tickers close
+    thousands of windows per batch."""
 
     ticker: str
     type: str
@@ -65,26 +67,24 @@ class WindowStats(msgspec.Struct, rename="camel", frozen=True):
 _stats_encoder = msgspec.json.Encoder()
 
 
-def encode_window_stats(stats: WindowStats) -> bytes:
-    """The output value: JSON with the original app's camelCase field names."""
-    return _stats_encoder.encode(stats)
+def encode_results(results: Sequence[WindowStats]) -> tuple[list[bytes], list[bytes]]:
+    """The windowed keys and JSON values (the original app's camelCase field names) of many
+    results, in their order.
 
-
-def window_stats(ticker: str, window_start: int, window_end: int, agg: Aggregate) -> WindowStats:
-    """The output value for one window of one ticker."""
-    return WindowStats(
-        ticker=ticker,
-        type=agg.type_label,
-        count_trades=agg.count,
-        sum_price=agg.sum_price,
-        min_price=agg.min_price,
-        max_price=agg.max_price,
-        avg_price=agg.avg_price,
-        volume=agg.volume,
-        vwap=agg.vwap,
-        window_start=window_start,
-        window_end=window_end,
-    )
+    One pass per list and each window start packed once: a batch of thin tickers holds
+    thousands of windows sharing a handful of starts.
+    """
+    packed: dict[int, bytes] = {}
+    pack = _WINDOW_START.pack
+    keys = []
+    for stats in results:
+        start = stats.window_start
+        suffix = packed.get(start)
+        if suffix is None:
+            suffix = packed[start] = pack(start)
+        keys.append(stats.ticker.encode() + suffix)
+    encode = _stats_encoder.encode
+    return keys, [encode(stats) for stats in results]
 
 
 # --- stored state -------------------------------------------------------------------------
@@ -100,10 +100,11 @@ _PANE_PART = struct.Struct("<qHqdddqdB")
 _META = struct.Struct("<Bqqq")
 
 
-def encode_pane_parts(applied_offset: int, parts: Iterable[tuple[int, int, Aggregate]]) -> bytes:
-    """Encode a ticker's pane parts ``(pane start, eligibility, aggregate)``."""
+def encode_pane_parts(applied_offset: int, panes: Mapping[int, Mapping[int, Aggregate]]) -> bytes:
+    """Encode a ticker's pane parts (pane start -> eligibility -> aggregate)."""
+    pack = _PANE_PART.pack
     body = [
-        _PANE_PART.pack(
+        pack(
             pane,
             eligibility,
             agg.count,
@@ -114,7 +115,8 @@ def encode_pane_parts(applied_offset: int, parts: Iterable[tuple[int, int, Aggre
             agg.notional,
             agg.types,
         )
-        for pane, eligibility, agg in parts
+        for pane, by_eligibility in panes.items()
+        for eligibility, agg in by_eligibility.items()
     ]
     return _PANES_HEADER.pack(_STATE_VERSION, applied_offset, len(body)) + b"".join(body)
 

@@ -24,9 +24,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from math import inf
 from typing import Protocol
 
-from tradestats.core.aggregate import TYPE_BITS, Aggregate
+import msgspec
+
+from tradestats.core.aggregate import TYPE_BITS, TYPE_LABELS, Aggregate
 from tradestats.core.codec import (
     PARTITION_META_KEY,
     PartitionMeta,
@@ -35,7 +38,6 @@ from tradestats.core.codec import (
     decode_partition_meta,
     encode_pane_parts,
     encode_partition_meta,
-    window_stats,
 )
 from tradestats.core.trades import Reason, Rejected, decode_trade
 from tradestats.core.windows import NO_TIME, WindowSpec
@@ -97,21 +99,17 @@ class Checkpoint:
     updates: list[WindowStats]
 
 
-class _Ticker:
-    """One ticker's live panes: pane start -> eligibility -> aggregate."""
+class _Ticker(msgspec.Struct, gc=False):
+    """One ticker's live panes: pane start -> eligibility -> aggregate.
 
-    __slots__ = ("applied_offset", "changed", "panes")
+    Untracked by the cyclic garbage collector, like the aggregates (see
+    :class:`~tradestats.core.aggregate.Aggregate`): it holds numbers and dicts of numbers only.
+    """
 
-    def __init__(self, applied_offset: int = -1) -> None:
-        self.applied_offset = applied_offset
-        self.panes: dict[int, dict[int, Aggregate]] = {}
-        # pane start -> lowest eligibility changed since the last checkpoint (update mode)
-        self.changed: dict[int, int] = {}
-
-    def parts(self) -> Iterable[tuple[int, int, Aggregate]]:
-        for pane, by_eligibility in self.panes.items():
-            for eligibility, agg in by_eligibility.items():
-                yield pane, eligibility, agg
+    applied_offset: int = -1
+    panes: dict[int, dict[int, Aggregate]] = msgspec.field(default_factory=dict)
+    # pane start -> lowest eligibility changed since the last checkpoint (update mode)
+    changed: dict[int, int] = msgspec.field(default_factory=dict)
 
 
 class PartitionState:
@@ -273,7 +271,7 @@ class PartitionState:
             ticker = self._tickers[name]
             if ticker.panes:
                 writes.append(
-                    (name.encode(), encode_pane_parts(ticker.applied_offset, ticker.parts()))
+                    (name.encode(), encode_pane_parts(ticker.applied_offset, ticker.panes))
                 )
             else:
                 del self._tickers[name]
@@ -372,18 +370,50 @@ class PartitionState:
         self._fresh_pane = threshold - threshold % spec.pane_ms + spec.pane_ms
 
     def _window(self, name: str, ticker: _Ticker, start: int) -> WindowStats | None:
+        """The window's value from its panes, oldest pane first, each pane's parts by
+        eligibility (that order fixes the float rounding, so a window computed again after a
+        restore is identical). The hot path of emission: merged inline, without intermediate
+        aggregates, and a pane with one eligible-everywhere part skips the index arithmetic."""
         spec = self.spec
-        total = Aggregate()
-        for pane in spec.panes_of_window(start):
-            by_eligibility = ticker.panes.get(pane)
-            if by_eligibility:
+        end = start + spec.size_ms
+        panes = ticker.panes
+        count = volume = types = 0
+        sum_price = notional = 0.0
+        min_price, max_price = inf, -inf
+        for pane in range(start, end, spec.pane_ms):
+            by_eligibility = panes.get(pane)
+            if not by_eligibility:
+                continue
+            if len(by_eligibility) == 1 and 0 in by_eligibility:
+                parts: Iterable[Aggregate] = by_eligibility.values()
+            else:
                 index = spec.window_index(pane, start)
-                for eligibility in sorted(by_eligibility):
-                    if eligibility <= index:
-                        total.merge(by_eligibility[eligibility])
-        if not total.count:
+                parts = [by_eligibility[e] for e in sorted(by_eligibility) if e <= index]
+            for agg in parts:
+                count += agg.count
+                sum_price += agg.sum_price
+                if agg.min_price < min_price:
+                    min_price = agg.min_price
+                if agg.max_price > max_price:
+                    max_price = agg.max_price
+                volume += agg.volume
+                notional += agg.notional
+                types |= agg.types
+        if not count:
             return None
-        return window_stats(name, start, start + spec.size_ms, total)
+        return WindowStats(
+            name,
+            TYPE_LABELS[types],
+            count,
+            sum_price,
+            min_price,
+            max_price,
+            sum_price / count,
+            volume,
+            notional / volume if volume else None,
+            start,
+            end,
+        )
 
     def _changed_windows(self) -> list[WindowStats]:
         spec = self.spec

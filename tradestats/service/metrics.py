@@ -8,8 +8,11 @@ consumer lag, recovery progress) are computed when Prometheus scrapes.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from prometheus_client import (
@@ -19,8 +22,9 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from tradestats.core.trades import Reason
 
@@ -101,6 +105,39 @@ def _read(value: Callable[[], _T]) -> _T | None:
         return None
 
 
+class CountingHistogram(Collector):
+    """A histogram that takes many equal observations at once.
+
+    Window results come by the thousand per batch, most sharing one window end and so one
+    latency: ``observe(latency, count)`` counts them with one bucket lookup, where
+    prometheus_client's ``Histogram.observe`` took a lock per result. Updated and scraped on
+    the event loop only (no lock).
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = [float(b) for b in buckets] + [math.inf]
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float, count: int = 1) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += count
+        self._sum += value * count
+
+    def collect(self) -> Iterable[Metric]:
+        cumulative = list(itertools.accumulate(self._counts))
+        yield HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            buckets=[
+                (floatToGoString(bound), total)  # type: ignore[no-untyped-call]
+                for bound, total in zip(self._bounds, cumulative, strict=True)
+            ],
+            sum_value=self._sum,
+        )
+
+
 class Metrics:
     """The worker's own metrics (faust's sensor metrics join the same registry)."""
 
@@ -137,12 +174,12 @@ class Metrics:
             ["ticker"],
             registry=r,
         )
-        self.emit_latency = Histogram(
+        self.emit_latency = CountingHistogram(
             f"{PREFIX}_emit_latency_seconds",
             "Wall-clock time at emission minus the window end.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60, 300),
-            registry=r,
         )
+        r.register(self.emit_latency)
         self.changelog_records = Counter(
             f"{PREFIX}_changelog_records",
             "State records written to the changelog (tombstones included).",

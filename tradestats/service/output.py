@@ -1,8 +1,13 @@
 """The worker's own producer: window results, dead letters and changelog records, in batches.
 
 Records are handed over per topic partition and sent as aiokafka record batches (one future per
-batch, not per record). A checkpoint waits for what it covers with :meth:`Output.settle`, which
-is where delivery failures are handled:
+batch, not per record). Handing them over never waits: they go into the partition's open batch
+at once, and each partition's lane submits its batches to the producer in order, one after the
+other, in the background. aiokafka takes a partition's next batch only once the previous one
+left for the broker, so awaiting that on the hot path stalled the worker for a round trip per
+output partition per input batch; now the next batch fills meanwhile, and gets the larger.
+A checkpoint waits for what it covers with :meth:`Output.settle`, which is where delivery
+failures are handled:
 
 * an error that retrying can cure (a leader moved, a broker restarted, a request timed out, a
   producer whose idempotence state broke) replaces the producer with a new one and sends the
@@ -22,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -36,15 +43,22 @@ from tradestats.service.kafka import (
 )
 from tradestats.settings import Settings
 
-__all__ = ["Delivery", "DeliveryError", "Output", "OutputRecord"]
+__all__ = ["NO_HEADERS", "Delivery", "DeliveryError", "Output", "OutputRecord"]
 
 log = logging.getLogger(__name__)
 
 #: (key, value, timestamp in ms or None, headers)
 OutputRecord = tuple[bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]
 
+#: The headers of a record without any: one shared list (aiokafka's builder takes a list and
+#: only reads it), not a new one per record.
+NO_HEADERS: list[tuple[str, bytes]] = []
+
 #: A producer being replaced gets this long to hand back what it holds before it is dropped.
 _STOP_TIMEOUT_S = 10.0
+#: Batches (of up to the producer's max_batch_size each) queued but not handed to the producer
+#: yet, beyond which :meth:`Output.wait_for_room` makes the worker wait: the memory bound.
+_MAX_UNSUBMITTED = 64
 _BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -54,7 +68,11 @@ class DeliveryError(Exception):
 
 @dataclass(eq=False)
 class Delivery:
-    """One record batch sent to one partition, kept until acknowledged to be sent again."""
+    """One record batch for one partition, kept until acknowledged to be sent again.
+
+    Its records may still grow until its lane submits it; ``future`` is done once the broker
+    acknowledged (or the submission failed).
+    """
 
     topic: str
     partition: int
@@ -67,6 +85,28 @@ class Delivery:
         return int(self.future.result().offset) + len(self.records) - 1
 
 
+class _Batch:
+    """A batch being filled: aiokafka's builder and the delivery it becomes."""
+
+    __slots__ = ("builder", "delivery")
+
+    def __init__(self, builder: Any, delivery: Delivery) -> None:
+        self.builder = builder
+        self.delivery = delivery
+
+
+class _Lane:
+    """One topic partition's batches not yet submitted, oldest first (the last one still open)."""
+
+    __slots__ = ("batches", "partition", "submitting", "topic")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.batches: deque[_Batch] = deque()
+        self.submitting = False
+
+
 class Output:
     """Sends record batches with one producer, replaced when it breaks (see module docstring)."""
 
@@ -75,11 +115,26 @@ class Output:
         self.topics = sorted(set(topics))
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
+        self._lanes: dict[tuple[str, int], _Lane] = {}
+        self._submitters: set[asyncio.Task[None]] = set()
+        # Handed to the current producer and not acknowledged yet: failed when it is replaced,
+        # since a producer stopped with batches in hand may never complete their futures.
+        self._submitted: set[Delivery] = set()
+        self._unsubmitted = 0
+        self._room = asyncio.Event()
 
     async def start(self) -> None:
         self._producer = await self._new_producer()
 
     async def stop(self) -> None:
+        for task in list(self._submitters):
+            task.cancel()  # nothing unacknowledged is covered by a checkpoint: it is replayed
+        for lane in self._lanes.values():
+            for batch in lane.batches:
+                batch.delivery.future.cancel()
+        self._lanes.clear()
+        self._unsubmitted = 0
+        self._room.set()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -87,34 +142,53 @@ class Output:
     def partitions(self, topic: str) -> int:
         return self._partitions[topic]
 
-    async def send(
-        self, topic: str, partition: int, records: Sequence[OutputRecord]
-    ) -> list[Delivery]:
-        """Queue ``records`` (in order) for one partition; never raises for a Kafka error: a
-        failed batch is a delivery that failed, handled by :meth:`settle`."""
-        deliveries = []
-        producer = self._require_producer()
-        batch = producer.create_batch()
-        start = 0
-        for index, (key, value, timestamp, headers) in enumerate(records):
-            if batch.append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
-                if index == start:
+    def send(self, topic: str, partition: int, records: Sequence[OutputRecord]) -> list[Delivery]:
+        """Queue ``records`` (in order) for one partition, without waiting; returns the
+        deliveries that hold them (the lane's open one among them). Never raises for a Kafka
+        error: a failed batch is a delivery that failed, handled by :meth:`settle`."""
+        if not records:
+            return []
+        lane = self._lanes.get((topic, partition))
+        if lane is None:
+            lane = self._lanes[(topic, partition)] = _Lane(topic, partition)
+        batches = lane.batches
+        batch = batches[-1] if batches else self._open_batch(lane)
+        touched = [batch.delivery]
+        append = batch.builder.append
+        held = batch.delivery.records
+        for record in records:
+            key, value, timestamp, headers = record
+            if append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
+                batch = self._open_batch(lane)
+                append = batch.builder.append
+                if append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
                     raise DeliveryError(f"a record for {topic} is larger than a whole batch")
-                deliveries.append(await self._submit(batch, topic, partition, records[start:index]))
-                batch = producer.create_batch()
-                start = index
-                batch.append(key=key, value=value, timestamp=timestamp, headers=headers)
-        if start < len(records):
-            deliveries.append(await self._submit(batch, topic, partition, records[start:]))
-        return deliveries
+                held = batch.delivery.records
+                touched.append(batch.delivery)
+            held.append(record)
+        if not lane.submitting:
+            lane.submitting = True
+            task = asyncio.get_running_loop().create_task(self._submit(lane))
+            self._submitters.add(task)
+            task.add_done_callback(self._submitters.discard)
+        return touched
+
+    async def wait_for_room(self) -> None:
+        """Yield to the event loop (the lanes submit meanwhile), and wait while more batches
+        are queued than the producer takes, so a worker faster than its broker stays bounded."""
+        await asyncio.sleep(0)
+        while self._unsubmitted > _MAX_UNSUBMITTED:
+            self._room.clear()
+            await self._room.wait()
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Return once every delivery is acknowledged, sending failed ones again."""
         failing_since: float | None = None
         attempt = 0
-        while deliveries:
-            await asyncio.wait([d.future for d in deliveries])
-            failed = [d for d in deliveries if d.future.exception() is not None]
+        pending = list(dict.fromkeys(deliveries))  # one delivery may be listed many times
+        while pending:
+            await asyncio.wait([d.future for d in pending])
+            failed = [d for d in pending if d.future.exception() is not None]
             if not failed:
                 return
             error = failed[0].future.exception()
@@ -137,23 +211,47 @@ class Output:
             await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
             attempt += 1
             await self._replace_producer()
-            deliveries = [
-                resent
-                for delivery in failed
-                for resent in await self.send(delivery.topic, delivery.partition, delivery.records)
-            ]
+            pending = list(
+                dict.fromkeys(
+                    resent
+                    for delivery in failed
+                    for resent in self.send(delivery.topic, delivery.partition, delivery.records)
+                )
+            )
 
     # --- internals -----------------------------------------------------------------------
 
-    async def _submit(
-        self, batch: Any, topic: str, partition: int, records: Sequence[OutputRecord]
-    ) -> Delivery:
+    def _open_batch(self, lane: _Lane) -> _Batch:
+        builder = self._require_producer().create_batch()
+        future = asyncio.get_running_loop().create_future()
+        batch = _Batch(builder, Delivery(lane.topic, lane.partition, [], future))
+        lane.batches.append(batch)
+        self._unsubmitted += 1
+        return batch
+
+    async def _submit(self, lane: _Lane) -> None:
+        """Hand the lane's batches to the producer, oldest first, until none is left: while
+        aiokafka holds one back (the previous batch has not left yet), the next one fills."""
         try:
-            future = await self._require_producer().send_batch(batch, topic, partition=partition)
-        except KafkaError as exc:
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-        return Delivery(topic, partition, list(records), future)
+            while lane.batches:
+                batch = lane.batches.popleft()
+                self._unsubmitted -= 1
+                self._room.set()
+                delivery = batch.delivery
+                producer = self._require_producer()
+                submitted = self._submitted
+                submitted.add(delivery)
+                delivery.future.add_done_callback(partial(_forget, submitted, delivery))
+                try:
+                    sent = await producer.send_batch(
+                        batch.builder, lane.topic, partition=lane.partition
+                    )
+                except Exception as exc:  # the delivery failed: settle() sends it again
+                    _fail(delivery.future, exc)
+                else:
+                    sent.add_done_callback(partial(_settled, delivery.future))
+        finally:
+            lane.submitting = False
 
     async def _new_producer(self) -> AIOKafkaProducer:
         """A started producer that knows every topic it writes (retried while curable)."""
@@ -181,16 +279,38 @@ class Output:
 
     async def _replace_producer(self) -> None:
         old, self._producer = self._producer, await self._new_producer()
+        handed, self._submitted = self._submitted, set()
         if old is not None:
             try:
                 await asyncio.wait_for(old.stop(), _STOP_TIMEOUT_S)
             except Exception as exc:  # what it still held is sent again by settle()
                 log.warning("the replaced producer did not stop cleanly: %r", exc)
+        for delivery in handed:
+            _fail(delivery.future, KafkaError("the producer was replaced before acknowledging"))
 
     def _require_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             raise RuntimeError("output producer not started")
         return self._producer
+
+
+def _settled(delivery: asyncio.Future[Any], sent: asyncio.Future[Any]) -> None:
+    """Pass aiokafka's outcome of a batch on to its delivery."""
+    if sent.cancelled():
+        _fail(delivery, KafkaError("the batch was cancelled (producer stopped)"))
+    elif (error := sent.exception()) is not None:
+        _fail(delivery, error)
+    elif not delivery.done():
+        delivery.set_result(sent.result())
+
+
+def _forget(held: set[Delivery], delivery: Delivery, _: asyncio.Future[Any]) -> None:
+    held.discard(delivery)
+
+
+def _fail(delivery: asyncio.Future[Any], error: BaseException) -> None:
+    if not delivery.done():
+        delivery.set_exception(error)
 
 
 def _raise_if_incurable(error: BaseException, topic: str) -> None:

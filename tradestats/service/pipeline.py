@@ -33,11 +33,17 @@ from typing import Any, TypeVar, cast
 from faust.types import TP, AppT, EventT
 from mode import Service
 
-from tradestats.core.codec import WindowStats, encode_window_stats, encode_windowed_key
+from tradestats.core.codec import WindowStats, encode_results
 from tradestats.core.partition import DeadLetter, EmitMode, PartitionState
 from tradestats.service.kafka import partition_for_key
 from tradestats.service.metrics import Metrics
-from tradestats.service.output import Delivery, DeliveryError, Output, OutputRecord
+from tradestats.service.output import (
+    NO_HEADERS,
+    Delivery,
+    DeliveryError,
+    Output,
+    OutputRecord,
+)
 from tradestats.service.store import StateTable
 from tradestats.service.transport import RecordBatch
 from tradestats.settings import Settings
@@ -135,22 +141,43 @@ class Pipeline(Service):
             if outcome.replayed:
                 metrics.records_replayed.inc(outcome.replayed)
             if outcome.dead_letters:
-                await self._send_dead_letters(partition, outcome.dead_letters)
+                self._send_dead_letters(partition, outcome.dead_letters)
             if results:
                 await self._send_results(partition, results)
+        await self.output.wait_for_room()
 
     async def _send_results(self, partition: int, results: Sequence[WindowStats]) -> None:
-        now_ms = time.time() * 1000.0
+        """Queue the results as output records and count them, without waiting (it is async
+        for its callers, which hold ``_emitting`` around it): the deliveries are in
+        ``_in_flight`` before the lock goes, so the next checkpoint waits for them.
+
+        Per result: one key concatenation, one JSON encoding, one dict lookup and the batch
+        append; the latency histogram and the price gauges are updated per group and ticker.
+        """
+        keys, values = encode_results(results)
         by_partition: dict[int, list[OutputRecord]] = {}
-        for stats in results:
-            records = by_partition.setdefault(self._output_partition(stats.ticker), [])
-            key = encode_windowed_key(stats.ticker, stats.window_start)
-            records.append((key, encode_window_stats(stats), stats.window_end - 1, []))
-            self.metrics.emit_latency.observe(max(0.0, (now_ms - stats.window_end) / 1000.0))
-        for output_partition, records in by_partition.items():
-            self._in_flight += await self.output.send(
-                self.settings.stats_topic, output_partition, records
-            )
+        partition_of = self._stats_partition
+        latency = self.metrics.emit_latency
+        now_ms = time.time() * 1000.0
+        group_end, group_size = results[0].window_end if results else 0, 0
+        for stats, key, value in zip(results, keys, values, strict=True):
+            ticker, end = stats.ticker, stats.window_end
+            target = partition_of.get(ticker)
+            if target is None:
+                target = self._output_partition(ticker)
+            records = by_partition.get(target)
+            if records is None:
+                records = by_partition[target] = []
+            records.append((key, value, end - 1, NO_HEADERS))
+            if end != group_end:  # results come oldest window first: a few groups per batch
+                latency.observe(max(0.0, (now_ms - group_end) / 1000.0), group_size)
+                group_end, group_size = end, 0
+            group_size += 1
+        if group_size:
+            latency.observe(max(0.0, (now_ms - group_end) / 1000.0), group_size)
+        topic = self.settings.stats_topic
+        for target, records in by_partition.items():
+            self._in_flight += self.output.send(topic, target, records)
         self._export_prices(partition, results)
         self.metrics.windows_emitted.inc(len(results))
 
@@ -165,18 +192,24 @@ class Pipeline(Service):
 
     def _export_prices(self, partition: int, results: Sequence[WindowStats]) -> None:
         """Average price per ticker as a gauge, for at most METRICS_PRICE_TICKERS tickers:
-        one series per ticker would make /metrics megabytes long with 100k tickers."""
+        one series per ticker would make /metrics megabytes long with 100k tickers. Set once
+        per ticker and batch, to the newest window's value (results come oldest first)."""
         priced = self._priced.setdefault(partition, set())
         room = self.settings.metrics_price_tickers - sum(map(len, self._priced.values()))
+        latest: dict[str, float] = {}
         for stats in results:
-            if stats.ticker not in priced:
+            ticker = stats.ticker
+            if ticker not in priced:
                 if room <= 0:
                     continue
-                priced.add(stats.ticker)
+                priced.add(ticker)
                 room -= 1
-            self.metrics.window_avg_price.labels(stats.ticker).set(stats.avg_price)
+            latest[ticker] = stats.avg_price
+        gauge = self.metrics.window_avg_price
+        for ticker, price in latest.items():
+            gauge.labels(ticker).set(price)
 
-    async def _send_dead_letters(self, partition: int, dead_letters: Sequence[DeadLetter]) -> None:
+    def _send_dead_letters(self, partition: int, dead_letters: Sequence[DeadLetter]) -> None:
         source = self.settings.trades_topic
         records: list[OutputRecord] = []
         for dead in dead_letters:
@@ -193,9 +226,7 @@ class Pipeline(Service):
             records.append((record.key, record.value, timestamp, headers))
             self.metrics.trades_dead_lettered.labels(dead.reason.value).inc()
         dlq = self.settings.dlq_topic
-        self._in_flight += await self.output.send(
-            dlq, partition % self.output.partitions(dlq), records
-        )
+        self._in_flight += self.output.send(dlq, partition % self.output.partitions(dlq), records)
         log.warning(
             "partition %d: %d record(s) dead-lettered (%s)",
             partition,
@@ -272,8 +303,8 @@ class Pipeline(Service):
             delivery
             for partition, writes in parts
             if writes
-            for delivery in await self.output.send(
-                changelog, partition, [(key, value, None, []) for key, value in writes]
+            for delivery in self.output.send(
+                changelog, partition, [(key, value, None, NO_HEADERS) for key, value in writes]
             )
         ]
         await self.output.settle(deliveries)
