@@ -1,4 +1,10 @@
-"""``python -m bench``: produce the input once, run every contender on it, write the report.
+"""``python -m bench``: a sweep over trade densities, every contender on the same input at each
+point, then each contender's emit latency; writes the report.
+
+A density is trades per ticker per second of event time. Every point has the same number of
+trades at the same event rate (so the same span of event time); only the number of tickers
+they are spread over changes (event rate / density), and with it the window results per trade:
+about 5 at 0.1 (each trade opens five windows of its own), 1 at 1, 0.01 at 100.
 
 The broker is the project's own (``devtools.kafka.LocalKafka`` under
 ``.local/bench-kafka``, reused when already running) unless ``KAFKA_BOOTSTRAP_SERVERS`` or
@@ -21,19 +27,20 @@ from pathlib import Path
 
 from bench.contenders.base import REPO_ROOT, Contender, Emission
 from bench.contenders.registry import all_contenders, select
-from bench.dataset import Dataset, DatasetSpec, produce_dataset
+from bench.dataset import DatasetSpec, produce_dataset
 from bench.harness import BenchSettings, Context, run_throughput
 from bench.kafkaio import KafkaOps
 from bench.latency import run_latency
-from bench.machine import describe_machine
+from bench.machine import describe_machine, load_average
 from bench.progress import Progress
 from bench.report import write_report
-from bench.results import ContenderResult, RunResult
+from bench.results import ContenderResult, RunResult, SweepPoint
 
-__all__ = ["main", "run"]
+__all__ = ["main", "run", "tickers_for"]
 
 QUICK = {
     "trades": 5_000,
+    "densities": "0.1,100",
     "event_rate": 500.0,
     "sample": 0,
     "latency_rate": 200.0,
@@ -43,6 +50,7 @@ QUICK = {
 }
 FULL = {
     "trades": 1_000_000,
+    "densities": "0.1,1,10,100",
     "event_rate": 10_000.0,
     "sample": 10,
     "latency_rate": 200.0,
@@ -64,11 +72,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "bare consumer on the same input, broker and machine.",
     )
     parser.add_argument("--quick", action="store_true", help="small, fast form (CI)")
-    parser.add_argument("--trades", type=int, help="input trades (default 1,000,000)")
-    parser.add_argument("--tickers", type=int, default=100)
+    parser.add_argument("--trades", type=int, help="input trades per point (default 1,000,000)")
+    parser.add_argument(
+        "--densities",
+        help="the sweep's points: trades per ticker per second of event time, comma-separated "
+        "(default 0.1,1,10,100)",
+    )
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument(
         "--event-rate", type=float, help="trades per second of event time (default 10,000)"
+    )
+    parser.add_argument(
+        "--latency-tickers", type=int, default=100, help="tickers of the latency phase"
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
@@ -104,6 +119,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.json = args.json or REPO_ROOT / "bench" / "results" / "benchmarks.json"
         args.plots_dir = args.plots_dir or REPO_ROOT / "docs"
     args.cache_dir = args.cache_dir or default_cache_dir()
+    args.densities = sorted({float(part) for part in args.densities.split(",") if part.strip()})
+    if not args.densities or min(args.densities) <= 0:
+        parser.error("--densities: positive numbers, e.g. 0.1,1,10,100")
     return args
 
 
@@ -119,16 +137,22 @@ def _bootstrap(args: argparse.Namespace, progress: Progress) -> str:
     return broker.bootstrap_servers
 
 
+def tickers_for(density: float, event_rate: float) -> int:
+    """Tickers that make ``event_rate`` trades per second ``density`` trades per ticker."""
+    return max(1, round(event_rate / density))
+
+
 async def run(args: argparse.Namespace, progress: Progress) -> RunResult:
     started = time.monotonic()
     contenders = select(all_contenders(args.quix_python), args.only)
     settings = BenchSettings(
         trades=args.trades,
-        tickers=args.tickers,
+        densities=args.densities,
         partitions=args.partitions,
         event_rate=args.event_rate,
         seed=args.seed,
         sample=args.sample,
+        latency_tickers=args.latency_tickers,
         latency_rate=args.latency_rate,
         latency_seconds=args.latency_seconds,
         latency_warmup=args.latency_warmup,
@@ -151,68 +175,101 @@ async def run(args: argparse.Namespace, progress: Progress) -> RunResult:
             for key, value in settings.__dict__.items()
             if key not in ("skip_latency", "timeout", "stall_seconds")
         },
-        dataset={},
     )
     ops = KafkaOps(bootstrap)
     await ops.start()
     ctx = Context(settings, ops, run_id, args.work_dir / run_id, progress)
-    topic = f"bench-{run_id}-trades"
     try:
-        # Every topic of the run is created now, long before its contender starts: a topic
-        # created just before a producer writes to it can still answer "not leader".
-        topics = [topic] + [name for c in contenders for name in ctx.topics_of(c, topic)]
-        await ops.create_topics(topics, settings.partitions)
-        spec = DatasetSpec(
-            settings.trades, settings.tickers, settings.partitions, settings.event_rate, args.seed
+        await ops.create_topics(
+            [t for c in contenders for t in ctx.latency_topics(c)], settings.partitions
         )
-        produced = 0
-
-        def on_progress(count: int) -> None:
-            nonlocal produced
-            produced += count
-            progress.status(f"producing the input: {produced:,}/{spec.trades:,} trades")
-
-        dataset = await produce_dataset(
-            bootstrap, topic, spec, sample=settings.sample, on_progress=on_progress
-        )
-        progress.say(
-            f"input: {dataset.records:,} records ({dataset.bytes / 1e6:.1f} MB) on {topic}, "
-            f"{spec.span_ms / 1000:.0f} s of event time, produced in {dataset.seconds:.1f} s"
-        )
-        result.dataset = {
-            "topic": topic,
-            "records": dataset.records,
-            "bytes": dataset.bytes,
-            "event_seconds": spec.span_ms / 1000,
-            "sample_tickers": len(dataset.sample_tickers),
-            "closing_tickers": dataset.closing,
-        }
-        for contender in contenders:
-            result.contenders.append(await _run_contender(ctx, contender, dataset))
+        for index, density in enumerate(settings.densities):
+            point = await _run_point(ctx, contenders, index, density)
+            result.points.append(point)
+            if not args.keep_topics:  # the thin points' topics take gigabytes
+                mine = [t for t in await ops.list_topics() if f"{run_id}-" in t]
+                await ops.delete_topics([t for t in mine if f"-p{index}-" in t])
+        if not settings.skip_latency:
+            for contender in contenders:
+                if contender.emission is not Emission.NONE:
+                    result.latency.append(await _run_latency(ctx, contender))
     finally:
         if not args.keep_topics:
             mine = [t for t in await ops.list_topics() if run_id in t]
             await ops.delete_topics(mine)
         await ops.close()
     result.seconds = time.monotonic() - started
+    result.load_average_at_end = load_average()
     return result
 
 
-async def _run_contender(ctx: Context, contender: Contender, dataset: Dataset) -> ContenderResult:
-    """Both phases of one contender; an unexpected error fails it, not the whole run."""
+async def _run_point(
+    ctx: Context, contenders: list[Contender], index: int, density: float
+) -> SweepPoint:
+    """Produce one density's input, then run every contender on it."""
+    settings, progress = ctx.settings, ctx.progress
+    tickers = tickers_for(density, settings.event_rate)
+    label = f"point {index + 1}/{len(settings.densities)}: {density:g} trades/ticker/s"
+    progress.say(f"{label}, {settings.trades:,} trades over {tickers:,} tickers")
+    topic = f"bench-{ctx.run_id}-p{index}-trades"
+    phase = f"p{index}"
+    # Every topic of the point is created now, long before its contender starts: a topic
+    # created just before a producer writes to it can still answer "not leader".
+    await ctx.ops.create_topics(
+        [topic, *(ctx.run_spec(c, phase, topic).output_topic for c in contenders)],
+        settings.partitions,
+    )
+    spec = DatasetSpec(
+        settings.trades, tickers, settings.partitions, settings.event_rate, settings.seed
+    )
+    produced = 0
+
+    def on_progress(count: int) -> None:
+        nonlocal produced
+        produced += count
+        progress.status(f"{label}: producing the input, {produced:,}/{spec.trades:,} trades")
+
+    dataset = await produce_dataset(
+        ctx.bootstrap, topic, spec, sample=settings.sample, on_progress=on_progress
+    )
+    progress.say(
+        f"{label}: {dataset.records:,} records ({dataset.bytes / 1e6:.1f} MB), "
+        f"{dataset.windows:,} windows, {spec.span_ms / 1000:.0f} s of event time, "
+        f"produced in {dataset.seconds:.1f} s"
+    )
+    point = SweepPoint(
+        density,
+        tickers,
+        {
+            "topic": topic,
+            "records": dataset.records,
+            "bytes": dataset.bytes,
+            "windows": dataset.windows,
+            "event_seconds": spec.span_ms / 1000,
+            "sample_tickers": len(dataset.sample_tickers),
+            "closing_tickers": dataset.closing,
+        },
+    )
+    for contender in contenders:
+        try:
+            outcome = await run_throughput(ctx, contender, dataset, phase, label)
+        except Exception as exc:  # an unexpected error fails the contender, not the run
+            progress.say(f"[{contender.key} {contender.name}] harness error: {exc!r}")
+            outcome = ContenderResult(
+                contender.key, contender.name, contender.title, contender.emission
+            )
+            outcome.errors.append(f"harness error: {traceback.format_exc()}")
+        point.contenders.append(outcome)
+    return point
+
+
+async def _run_latency(ctx: Context, contender: Contender) -> ContenderResult:
+    """The latency phase of one contender; an unexpected error fails it, not the run."""
+    outcome = ContenderResult(contender.key, contender.name, contender.title, contender.emission)
     try:
-        outcome = await run_throughput(ctx, contender, dataset)
-        if (
-            outcome.throughput is not None
-            and contender.emission is not Emission.NONE
-            and not ctx.settings.skip_latency
-        ):
-            await run_latency(ctx, contender, outcome)
+        await run_latency(ctx, contender, outcome)
     except Exception as exc:
         ctx.progress.say(f"[{contender.key} {contender.name}] harness error: {exc!r}")
-        outcome = ContenderResult(
-            contender.key, contender.name, contender.title, contender.emission
-        )
         outcome.errors.append(f"harness error: {traceback.format_exc()}")
     return outcome
 

@@ -27,7 +27,14 @@ from tests.oracle import Record
 from tradestats.core.trades import Trade, encode_trade
 from tradestats.loadgen import TradeGenerator, tickers
 
-__all__ = ["WINDOW_ADVANCE_MS", "WINDOW_SIZE_MS", "Dataset", "DatasetSpec", "closing_tickers"]
+__all__ = [
+    "WINDOW_ADVANCE_MS",
+    "WINDOW_SIZE_MS",
+    "Dataset",
+    "DatasetSpec",
+    "closing_tickers",
+    "count_windows",
+]
 
 WINDOW_SIZE_MS = 5000
 WINDOW_ADVANCE_MS = 1000
@@ -76,6 +83,24 @@ class Dataset:
     sample_tickers: list[str] = field(default_factory=list)
     sample: list[Record] = field(default_factory=list)
     closing: list[str] = field(default_factory=list)
+    windows: int = 0
+    """Window results the regular trades make (every ticker), what a contender emits."""
+
+
+def count_windows(stamped: list[tuple[int, Trade]]) -> int:
+    """Distinct (ticker, window) pairs of trades in time order: a trade at ``t`` is in the
+    windows starting from ``t`` floored to the advance back to a window size before it."""
+    newest: dict[str, int] = {}  # ticker -> start of the newest window counted
+    total = 0
+    per_trade = WINDOW_SIZE_MS // WINDOW_ADVANCE_MS
+    for timestamp, trade in stamped:
+        last = timestamp - timestamp % WINDOW_ADVANCE_MS
+        counted = newest.get(trade.ticker)
+        total += (
+            per_trade if counted is None else min(per_trade, (last - counted) // WINDOW_ADVANCE_MS)
+        )
+        newest[trade.ticker] = last
+    return total
 
 
 def _sample_tickers(names: list[str], sample: int) -> list[str]:
@@ -108,6 +133,7 @@ async def produce_dataset(
         (dataset.base_ms + i * 1000 // int(spec.event_rate), trade)
         for i, trade in enumerate(trades)
     ]
+    dataset.windows = count_windows(stamped)
     last = stamped[-1][0] if stamped else dataset.base_ms
     close_at = last + WINDOW_SIZE_MS + WINDOW_ADVANCE_MS
     for partition, name in enumerate(dataset.closing):

@@ -42,11 +42,14 @@ class ContenderFailed(Exception):
 @dataclass(frozen=True)
 class BenchSettings:
     trades: int
-    tickers: int
+    """Per point of the sweep."""
+    densities: list[float]
+    """Trades per ticker per second of event time, one point each."""
     partitions: int
     event_rate: float
     seed: int
     sample: int
+    latency_tickers: int
     latency_rate: float
     latency_seconds: float
     latency_warmup: float
@@ -85,14 +88,10 @@ class Context:
         run = self.run_spec(contender, "latency", "")
         return replace(run, input_topic=f"{run.app_id}-in")
 
-    def topics_of(self, contender: Contender, input_topic: str) -> list[str]:
-        """Every topic the harness creates for ``contender`` (created up front, see cli)."""
+    def latency_topics(self, contender: Contender) -> list[str]:
+        """The latency phase's topics (created up front, see cli)."""
         latency = self.latency_spec(contender)
-        return [
-            self.run_spec(contender, "throughput", input_topic).output_topic,
-            latency.input_topic,
-            latency.output_topic,
-        ]
+        return [latency.input_topic, latency.output_topic]
 
     def process(self, contender: Contender, run: RunSpec) -> ContenderProcess:
         return ContenderProcess(
@@ -133,13 +132,16 @@ class _CpuTrace:
         return c0 + (c1 - c0) * (instant - t0) / (t1 - t0) if t1 > t0 else c1
 
 
-async def run_throughput(ctx: Context, contender: Contender, dataset: Dataset) -> ContenderResult:
-    """Run one contender over the whole pre-produced input; measure and check it."""
+async def run_throughput(
+    ctx: Context, contender: Contender, dataset: Dataset, phase: str, point: str
+) -> ContenderResult:
+    """Run one contender over the whole pre-produced input of a sweep point (``phase`` names
+    its topics and groups); measure and check it."""
     result = ContenderResult(contender.key, contender.name, contender.title, contender.emission)
-    run = ctx.run_spec(contender, "throughput", dataset.topic)
+    run = ctx.run_spec(contender, phase, dataset.topic)
     await ctx.ops.create_topics([run.output_topic], ctx.settings.partitions)
     proc = ctx.process(contender, run).start()
-    label = f"[{contender.key} {contender.name}]"
+    label = f"[{point}] [{contender.key} {contender.name}]"
     try:
         throughput = await _measure(ctx, contender, run, proc, dataset, label)
     except ContenderFailed as exc:
@@ -149,6 +151,7 @@ async def run_throughput(ctx: Context, contender: Contender, dataset: Dataset) -
     finally:
         proc.stop()
     throughput.changelog_records = await _changelog_records(ctx, contender, run)
+    throughput.windows = dataset.windows
     result.throughput = throughput
     if contender.emission is not Emission.NONE:
         ctx.progress.status(f"{label} checking output against the oracle ...")
@@ -159,7 +162,8 @@ async def run_throughput(ctx: Context, contender: Contender, dataset: Dataset) -
         ctx.progress.say(f"{label} output {verdict}: {result.correctness.detail}")
     ctx.progress.say(
         f"{label} {throughput.trades:,} trades in {throughput.seconds:.1f} s = "
-        f"{throughput.rate:,.0f} trades/s, {throughput.cpu_seconds:.1f} CPU s, "
+        f"{throughput.rate:,.0f} trades/s, {throughput.windows_per_second:,.0f} windows/s, "
+        f"{throughput.cpu_seconds:.1f} CPU s, "
         f"peak RSS {throughput.peak_rss_bytes / 2**20:.0f} MiB, "
         f"{throughput.changelog_per_1000:.1f} changelog records / 1000 trades"
     )

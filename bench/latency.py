@@ -153,7 +153,7 @@ async def _produce_at_rate(
 ) -> _Sent:
     settings = ctx.settings
     sent = _Sent()
-    trades = iter(TradeGenerator(tickers(settings.tickers), seed=settings.seed + 1))
+    trades = iter(TradeGenerator(tickers(settings.latency_tickers), seed=settings.seed + 1))
     started = time.monotonic()
     sent.started_ms = int(time.time() * 1000)
     pending = []

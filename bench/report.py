@@ -1,14 +1,14 @@
-"""``docs/benchmarks.md``: every figure, ratios to the baseline (b) and the ceiling (e), plots,
-the machine, and how to regenerate. Generated whole from a run's results, so the document
-never mixes figures from different runs."""
+"""``docs/benchmarks.md``: the density sweep (every figure per point, ratios to the ceiling (e)
+and between contenders), the plots, emit latency, the machine, and how to regenerate.
+Generated whole from a run's results, so the document never mixes figures from different runs."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from bench.contenders.registry import BASELINE, CEILING
-from bench.plots import plot_latency, plot_throughput
+from bench.contenders.registry import CEILING, TRADESTATS
+from bench.plots import plot_latency, plot_sweep
 from bench.results import ContenderResult, RunResult
 
 __all__ = ["write_report"]
@@ -16,39 +16,45 @@ __all__ = ["write_report"]
 METHOD = """\
 ## Method
 
-- **Input.** {records:,} records ({trades:,} trades over {tickers} tickers from
-  `tradestats.loadgen.TradeGenerator(seed={seed})`, plus one closing trade per partition), JSON
-  values keyed by ticker, {partitions} partitions, produced once per run before any contender
-  starts. Event time advances at a fixed {event_rate:,.0f} trades per second ({event_seconds:.0f} s
-  of event time), so every contender sees the same windows whatever its speed; timestamps never
-  decrease within a partition, so no trade is late anywhere. The closing trades (on tickers
-  `ZZEND*`, left out of every check) are stamped a window and an advance after the last trade:
-  they close every regular window in contenders that emit final results.
-- **Contenders** run one at a time, each as its own process with a fresh consumer group and
-  state directory, reading the same topic from the beginning, committing every second (the
-  tradestats default; Quix Streams' default is 5 s, Kafka Streams' 30 s, faust's 2.8 s - one
-  value for all makes "everything committed" equally observable).
+- **Sweep.** {points} points, each {trades:,} trades from
+  `tradestats.loadgen.TradeGenerator(seed={seed})` at a fixed {event_rate:,.0f} trades per second
+  of event time ({event_seconds:.0f} s of event time), plus one closing trade per partition;
+  only the number of tickers differs: event rate / density, so at 0.1 trades per ticker per
+  second each ticker trades every 10 s and each trade opens five windows of its own (about
+  5 window results per trade), at 100 a window holds 500 trades of its ticker (0.01 per trade).
+  The generator takes its tickers in turn, so every ticker has exactly the point's density.
+  JSON values keyed by ticker, {partitions} partitions, produced before any contender starts;
+  timestamps never decrease within a partition, so no trade is late anywhere. The closing
+  trades (on tickers `ZZEND*`, left out of every check) are stamped a window and an advance
+  after the last trade: they close every regular window in contenders that emit final results.
+- **Contenders** run one at a time at each point, each as its own process with a fresh
+  consumer group and state directory, reading the point's topic from the beginning,
+  committing every second (the tradestats default; Quix Streams' default is 5 s, Kafka
+  Streams' 30 s, faust's 2.8 s - one value for all makes "everything committed" equally
+  observable).
 - **Throughput** = input records / seconds from the first record consumed to *done*: the
   group's committed offsets reach the end offsets and the output topic has not grown for
-  {quiet:.0f} s (done = the later of the two events). Start-up (process start to first record)
-  is reported separately. **CPU s** is the process's user + system time over the same
-  interval (all threads); **trades/CPU s** is less sensitive to a noisy shared machine than
+  {quiet:.0f} s (done = the later of the two events). **Window results/s** = the windows the
+  input holds (every ticker's, counted from the input: the same number for every contender,
+  whether it emits each once or updates it many times) / the same seconds. Start-up (process
+  start to first record) is not counted. **CPU s** is the process's user + system time over the
+  same interval (all threads); **trades/CPU s** is less sensitive to a noisy shared machine than
   wall-clock rates. **Peak RSS** is the kernel's high-water mark (`VmHWM`) of the process.
 - **Changelog records / 1,000 trades** = the sum of the end offsets of the contender's
   changelog topics after the run, divided by the input records, x 1,000.
-- **Correctness** is checked before a speed counts: every window of {sample} is compared with
-  the brute-force oracle (`tests/oracle.py`): for final results, exactly the expected windows
-  with the oracle's values; for contenders that emit updates, the last update of each window.
-- **Emit latency** is a separate phase per contender: a fresh topic fed at a fixed
-  {latency_rate:,.0f} trades/s for {latency_seconds:.0f} s with wall-clock timestamps; latency
-  of a window = arrival at the harness of its complete result (the record whose `countTrades`
-  covers every trade sent for it) - window end, or 0 for an update that arrived before the
-  window ended (its consumer cannot know it is final before then). Windows starting in the first
-  {latency_warmup:.0f} s or ending in the last second are not measured. A rate close to a
-  contender's throughput would measure queueing instead: see the *latency load* column (the
-  latency phase's input rate as a share of the contender's measured throughput).
+- **Correctness** is checked before a speed counts, at every point: every window of {sample} is
+  compared with the brute-force oracle (`tests/oracle.py`): for final results, exactly the
+  expected windows with the oracle's values; for contenders that emit updates, the last update
+  of each window.
+- **Emit latency** is a separate phase per contender, after the sweep: a fresh topic fed at a
+  fixed {latency_rate:,.0f} trades/s over {latency_tickers} tickers for {latency_seconds:.0f} s with
+  wall-clock timestamps; latency of a window = arrival at the harness of its complete result
+  (the record whose `countTrades` covers every trade sent for it) - window end, or 0 for an
+  update that arrived before the window ended (its consumer cannot know it is final before
+  then). Windows starting in the first {latency_warmup:.0f} s or ending in the last second are
+  not measured.
 - Ratios are computed within this one run, side by side: the machine is shared and absolute
-  numbers move between runs.
+  numbers move between runs (see the load averages above).
 """
 
 
@@ -96,33 +102,112 @@ def _fmt(value: float | None, spec: str = ",.0f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _row(c: ContenderResult, base: ContenderResult | None, ceil: ContenderResult | None) -> str:
-    t, lat, ok = c.throughput, c.latency, c.correctness
-    rate = t.rate if t else None
-    base_rate = base.throughput.rate if base and base.throughput else None
-    ceil_rate = ceil.throughput.rate if ceil and ceil.throughput else None
-    correct = "n/a" if ok is None else ("yes" if ok.passed else "**NO**")
+def _verdict(c: ContenderResult) -> str:
     if c.errors:
-        correct = "**failed**"
-    saturation = (
-        f"{lat.rate / rate:.0%}" if lat is not None and rate else "-"
-    )  # latency-phase input rate as a share of the contender's throughput
-    cells = [
-        f"({c.key}) {c.name}",
-        _fmt(rate),
-        _ratio(rate, base_rate),
-        _ratio(rate, ceil_rate),
-        _fmt(t.trades_per_cpu_second if t else None),
-        _fmt(t.cpu_seconds if t else None, ".1f"),
-        _fmt(t.peak_rss_bytes / 2**20 if t else None),
-        _fmt(t.changelog_per_1000 if t else None, ",.1f"),
-        _fmt(lat.p50_ms if lat else None),
-        _fmt(lat.p99_ms if lat else None),
-        saturation,
-        _fmt(t.startup_seconds if t else None, ".1f"),
-        correct,
-    ]
-    return "| " + " | ".join(cells) + " |"
+        return "**failed**"
+    if c.correctness is None:
+        return "n/a"
+    return "yes" if c.correctness.passed else "**NO**"
+
+
+def _rate(c: ContenderResult | None) -> float | None:
+    return c.throughput.rate if c is not None and c.throughput is not None else None
+
+
+def _sweep_rows(result: RunResult) -> list[str]:
+    rows = []
+    for point in result.points:
+        ceil = point.by_key().get(CEILING)
+        windows = point.dataset.get("windows", 0)
+        per_trade = windows / point.dataset["records"] if point.dataset.get("records") else 0
+        for c in point.contenders:
+            t = c.throughput
+            cells = [
+                f"{point.density:g}",
+                f"{point.tickers:,}",
+                f"{per_trade:.2f}",
+                f"({c.key}) {c.name}",
+                _fmt(t.rate if t else None),
+                _fmt(t.windows_per_second if t and c.emission != "none" else None),
+                _ratio(_rate(c), _rate(ceil)),
+                _fmt(t.cpu_seconds if t else None, ".1f"),
+                _fmt(t.trades_per_cpu_second if t else None),
+                _fmt(t.peak_rss_bytes / 2**20 if t else None),
+                _fmt(t.changelog_per_1000 if t else None, ",.1f"),
+                _verdict(c),
+            ]
+            rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _matrix(result: RunResult, value: str) -> list[str]:
+    """Contenders down, densities across: ``value`` is "trades" or "windows" per second."""
+    keys = list(dict.fromkeys(c.key for p in result.points for c in p.contenders))
+    names = {c.key: c.name for p in result.points for c in p.contenders}
+    header = "| contender | " + " | ".join(f"{p.density:g}" for p in result.points) + " |"
+    lines = [header, "|---|" + "---:|" * len(result.points)]
+    for key in keys:
+        cells = []
+        for point in result.points:
+            c = point.by_key().get(key)
+            t = c.throughput if c is not None else None
+            if t is None or (value == "windows" and c is not None and c.emission == "none"):
+                cells.append("-")
+            else:
+                cells.append(_fmt(t.rate if value == "trades" else t.windows_per_second))
+        lines.append(f"| ({key}) {names[key]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _targets(result: RunResult) -> list[str]:
+    """Issue 11's ratios, within this run."""
+    lines = []
+    best = max(
+        (
+            (c.throughput.windows_per_second, p.density)
+            for p in result.points
+            for c in p.contenders
+            if c.key == TRADESTATS and c.throughput is not None
+        ),
+        default=None,
+    )
+    if best is not None:
+        lines.append(
+            f"- tradestats, most window results/s: {best[0]:,.0f} (at {best[1]:g} trades/ticker/s)"
+        )
+    for point in result.points:
+        by_key = point.by_key()
+        own = _rate(by_key.get(TRADESTATS))
+        parts = [
+            f"{label} {_ratio(own, _rate(by_key.get(key)))}"
+            for key, label in (
+                ("d", "vs Kafka Streams"),
+                ("d2", "vs Kafka Streams + suppress"),
+                ("c", "vs Quix Streams"),
+                (CEILING, "vs the bare consumer"),
+            )
+            if key in by_key
+        ]
+        if own is not None and parts:
+            lines.append(f"- at {point.density:g} trades/ticker/s: tradestats " + ", ".join(parts))
+    return lines
+
+
+def _latency_rows(result: RunResult) -> list[str]:
+    rows = []
+    for c in result.latency:
+        lat = c.latency
+        cells = [
+            f"({c.key}) {c.name}",
+            _fmt(lat.p50_ms if lat else None),
+            _fmt(lat.p99_ms if lat else None),
+            _fmt(lat.max_ms if lat else None),
+            _fmt(lat.windows if lat else None),
+            _fmt(lat.incomplete if lat else None),
+            "**failed**" if c.errors else "yes",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -132,66 +217,99 @@ def _relative(path: Path, start: Path) -> str:
 def write_report(result: RunResult, path: Path, plots_dir: Path) -> None:
     throughput_png = plots_dir / "benchmarks-throughput.png"
     latency_png = plots_dir / "benchmarks-latency.png"
-    plot_throughput(result, throughput_png)
+    plot_sweep(result, throughput_png)
     plot_latency(result, latency_png)
-    by_key = {c.key: c for c in result.contenders}
-    base, ceil = by_key.get(BASELINE), by_key.get(CEILING)
-    s, d, m = result.settings, result.dataset, result.machine
-    header = (
-        "| contender | trades/s | vs (b) | vs (e) | trades/CPU s | CPU s | peak RSS MiB "
-        "| changelog / 1k trades | p50 ms | p99 ms | latency load (saturation) | start-up s "
-        "| correct |"
-    )
+    s, m = result.settings, result.machine
+    first = result.points[0].dataset if result.points else {}
+    contenders = {c.key: c for p in result.points for c in p.contenders}
     lines = [
         "# Benchmarks: tradestats and its peers",
         "",
         "Generated by `python -m bench` (`bench/`); do not edit by hand - regenerate.",
         "",
-        f"Run {result.started}, {result.seconds / 60:.0f} min. "
+        f"Run {result.started}, {result.seconds / 60:.0f} min; load average "
+        f"{', '.join(map(str, m['load_average_at_start']))} at the start, "
+        f"{', '.join(map(str, result.load_average_at_end))} at the end (2 cores). "
         + (
-            "All contenders ran and produced correct output."
+            "All contenders ran and produced correct output at every point."
             if result.ok
             else "**Some contenders failed or produced wrong output: see below.**"
         ),
         "",
-        "## Results",
+        "## Throughput across trade densities",
         "",
-        header,
-        "|" + "|".join(["---"] + ["---:"] * 11 + [":---:"]) + "|",
-        *(_row(c, base, ceil) for c in result.contenders),
+        f"![throughput against density]({_relative(throughput_png, path.parent)})",
         "",
-        "Contenders: " + "; ".join(f"({c.key}) {c.title}" for c in result.contenders) + ".",
+        "Trades per second, one worker process, by density (trades per ticker per second):",
         "",
-        f"![throughput]({_relative(throughput_png, path.parent)})",
+        *_matrix(result, "trades"),
+        "",
+        "Window results per second (the input's windows / seconds to done):",
+        "",
+        *_matrix(result, "windows"),
+        "",
+        "Within this run:",
+        "",
+        *_targets(result),
+        "",
+        "All figures, per point:",
+        "",
+        "| density | tickers | windows / trade | contender | trades/s | window results/s "
+        "| vs (e) | CPU s | trades/CPU s | peak RSS MiB | changelog / 1k trades | correct |",
+        "|" + "|".join(["---:"] * 3 + ["---"] + ["---:"] * 7 + [":---:"]) + "|",
+        *_sweep_rows(result),
+        "",
+        "Contenders: " + "; ".join(f"({c.key}) {c.title}" for c in contenders.values()) + ".",
+        "",
+        "## Emit latency",
         "",
         f"![emit latency]({_relative(latency_png, path.parent)})",
         "",
+        "| contender | p50 ms | p99 ms | max ms | windows | incomplete | ran |",
+        "|---|---:|---:|---:|---:|---:|:---:|",
+        *_latency_rows(result),
+        "",
     ]
-    problems = [c for c in result.contenders if not c.ok]
-    if problems:
+    problems = [(p, c) for p in result.points for c in p.contenders if not c.ok]
+    failed_latency = [c for c in result.latency if c.errors]
+    if problems or failed_latency:
         lines += ["## Failures", ""]
-        for c in problems:
+        for point, c in problems:
             for error in c.errors:
-                lines += [f"- ({c.key}) {c.name}:", "", "```", error[-3000:], "```", ""]
+                lines += [
+                    f"- {point.density:g}: ({c.key}) {c.name}:",
+                    "",
+                    "```",
+                    error[-3000:],
+                    "```",
+                    "",
+                ]
             if c.correctness is not None and not c.correctness.passed:
-                lines += [f"- ({c.key}) {c.name} output: {c.correctness.detail}", ""]
+                lines += [
+                    f"- {point.density:g}: ({c.key}) {c.name} output: {c.correctness.detail}",
+                    "",
+                ]
+        for c in failed_latency:
+            for error in c.errors:
+                lines += [f"- latency ({c.key}) {c.name}:", "", "```", error[-3000:], "```", ""]
     lines += ["## Correctness", ""]
-    for c in result.contenders:
-        detail = c.correctness.detail if c.correctness else "no output to check"
-        lines.append(f"- ({c.key}) {c.name}: {detail}")
+    for point in result.points:
+        for c in point.contenders:
+            detail = c.correctness.detail if c.correctness else "no output to check"
+            lines.append(f"- {point.density:g} trades/ticker/s, ({c.key}) {c.name}: {detail}")
     lines += [
         "",
         METHOD.format(
-            records=d.get("records", 0),
+            points=len(result.points),
             trades=s["trades"],
-            tickers=s["tickers"],
             seed=s["seed"],
             partitions=s["partitions"],
             event_rate=s["event_rate"],
-            event_seconds=d.get("event_seconds", 0),
+            event_seconds=first.get("event_seconds", 0),
             quiet=s["quiet_seconds"],
             sample="all tickers" if s["sample"] <= 0 else f"{s['sample']} tickers (evenly spread)",
             latency_rate=s["latency_rate"],
+            latency_tickers=s["latency_tickers"],
             latency_seconds=s["latency_seconds"],
             latency_warmup=s["latency_warmup"],
         ),
@@ -200,8 +318,7 @@ def write_report(result: RunResult, path: Path, plots_dir: Path) -> None:
         "",
         f"- CPU: {m['cpu_model']}, {m['logical_cores']} logical cores "
         f"({m['physical_cores']} physical); memory {m['memory_gib']} GiB; {m['os']}",
-        f"- Python {m['python']}, Java {m['java']}; load average at start "
-        f"{', '.join(map(str, m['load_average_at_start']))}",
+        f"- Python {m['python']}, Java {m['java']}",
         "- Broker: the project's own Kafka 4.1.2 (KRaft, one node) on the same machine.",
         "",
         "## Regenerate",

@@ -1,4 +1,8 @@
-"""What a run measured, as plain dataclasses (written to JSON, read back by the report)."""
+"""What a run measured, as plain dataclasses (written to JSON, read back by the report).
+
+A run is a sweep over trade densities: at each point every contender reads the same input
+(:class:`SweepPoint`); the emit-latency phase runs once per contender, after the sweep.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ContenderResult", "Correctness", "Latency", "RunResult", "Throughput"]
+__all__ = ["ContenderResult", "Correctness", "Latency", "RunResult", "SweepPoint", "Throughput"]
 
 
 @dataclass
@@ -24,6 +28,12 @@ class Throughput:
     peak_rss_bytes: int
     changelog_records: int
     output_records: int
+    windows: int = 0
+    """Window results the input holds (every ticker's windows, the same for all contenders)."""
+
+    @property
+    def windows_per_second(self) -> float:
+        return self.windows / self.seconds if self.seconds else 0.0
 
     @property
     def changelog_per_1000(self) -> float:
@@ -76,26 +86,54 @@ class ContenderResult:
 
 
 @dataclass
-class RunResult:
-    command: str
-    started: str
-    machine: dict[str, Any]
-    settings: dict[str, Any]
+class SweepPoint:
+    """One density of the sweep: its input, and every contender's run on it."""
+
+    density: float
+    """Trades per ticker per second of event time."""
+    tickers: int
     dataset: dict[str, Any]
     contenders: list[ContenderResult] = field(default_factory=list)
-    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         return bool(self.contenders) and all(c.ok for c in self.contenders)
 
+    def by_key(self) -> dict[str, ContenderResult]:
+        return {c.key: c for c in self.contenders}
+
+
+@dataclass
+class RunResult:
+    command: str
+    started: str
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    points: list[SweepPoint] = field(default_factory=list)
+    latency: list[ContenderResult] = field(default_factory=list)
+    """The emit-latency phase, per contender (its ``latency`` and errors)."""
+    seconds: float = 0.0
+    load_average_at_end: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            bool(self.points)
+            and all(p.ok for p in self.points)
+            and all(not c.errors for c in self.latency)
+        )
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for raw, result in zip(data["contenders"], self.contenders, strict=True):
-            if result.throughput is not None:
-                raw["throughput"]["changelog_per_1000"] = result.throughput.changelog_per_1000
-                raw["throughput"]["trades_per_cpu_second"] = result.throughput.trades_per_cpu_second
-            raw["ok"] = result.ok
+        for raw_point, point in zip(data["points"], self.points, strict=True):
+            for raw, result in zip(raw_point["contenders"], point.contenders, strict=True):
+                t = result.throughput
+                if t is not None:
+                    raw["throughput"]["changelog_per_1000"] = t.changelog_per_1000
+                    raw["throughput"]["trades_per_cpu_second"] = t.trades_per_cpu_second
+                    raw["throughput"]["windows_per_second"] = t.windows_per_second
+                raw["ok"] = result.ok
+            raw_point["ok"] = point.ok
         data["ok"] = self.ok
         return data
 

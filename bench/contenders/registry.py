@@ -11,9 +11,9 @@ from bench.contenders.kstreams import KafkaStreams
 from bench.contenders.quix import Quix
 from bench.contenders.tradestats import Tradestats
 
-__all__ = ["BASELINE", "CEILING", "all_contenders", "select"]
+__all__ = ["CEILING", "TRADESTATS", "all_contenders", "select"]
 
-BASELINE = "b"
+TRADESTATS = "a"
 CEILING = "e"
 
 

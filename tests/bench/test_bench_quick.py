@@ -1,7 +1,8 @@
 """The benchmark suite's quick form, end to end on the session broker.
 
-It asserts that the suite works — every contender ran, its output matched the oracle, the
-report and plots were written — and never asserts a timing: this machine is shared.
+It asserts that the suite works — every contender ran at both points of the density sweep,
+its output matched the oracle, the latency phase measured, the report and plots were written —
+and never asserts a timing: this machine is shared.
 """
 
 from __future__ import annotations
@@ -54,18 +55,28 @@ def test_quick_benchmark_runs_every_contender_correctly(kafka: Broker, tmp_path:
     output = completed.stdout + completed.stderr
     assert results.exists(), output[-5000:]
     data = json.loads(results.read_text())
-    by_name = {c["name"]: c for c in data["contenders"]}
-    assert set(by_name) == CONTENDERS, output[-5000:]
-    for name, contender in by_name.items():
+    assert [p["density"] for p in data["points"]] == [0.1, 100.0], output[-5000:]
+    for point in data["points"]:
+        by_name = {c["name"]: c for c in point["contenders"]}
+        assert set(by_name) == CONTENDERS, output[-5000:]
+        assert point["dataset"]["windows"] > 0, point["dataset"]
+        for name, contender in by_name.items():
+            where = (point["density"], name)
+            assert not contender["errors"], (where, contender["errors"])
+            throughput = contender["throughput"]
+            assert throughput["trades"] == point["dataset"]["records"], where
+            assert throughput["windows"] == point["dataset"]["windows"], where
+            if contender["emission"] == "none":
+                assert contender["correctness"] is None, where
+                continue
+            assert contender["correctness"]["passed"], (where, contender["correctness"]["detail"])
+            assert contender["correctness"]["windows_checked"] > 0, where
+        assert by_name["faust-textbook"]["throughput"]["changelog_records"] > 0
+    latency = {c["name"]: c for c in data["latency"]}
+    assert set(latency) == CONTENDERS - {"bare-aiokafka"}, output[-5000:]
+    for name, contender in latency.items():
         assert not contender["errors"], (name, contender["errors"])
-        assert contender["throughput"]["trades"] == data["dataset"]["records"], name
-        if contender["emission"] == "none":
-            assert contender["correctness"] is None, name
-            continue
-        assert contender["correctness"]["passed"], (name, contender["correctness"]["detail"])
-        assert contender["correctness"]["windows_checked"] > 0, name
         assert contender["latency"]["windows"] > 0, (name, contender["latency"])
-    assert by_name["faust-textbook"]["throughput"]["changelog_records"] > 0
     assert completed.returncode == 0, output[-5000:]
     text = report.read_text()
     for name in CONTENDERS:
