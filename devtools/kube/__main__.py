@@ -70,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(cluster)
     except RuntimeError as exc:  # BuildError, ClusterError, the Docker engine's EngineError
         print(f"error: {exc}", file=sys.stderr)
+        if args.command == "up":
+            print("what did start keeps running: `python -m devtools.kube down`", file=sys.stderr)
         return 1
     if args.command in ("build", "up", "down"):
         print(f"{args.command} took {time.monotonic() - started:.0f} s", file=sys.stderr)

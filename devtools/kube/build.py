@@ -1,14 +1,14 @@
 """The cluster's programs, built once per machine from the Go module proxy and cached.
 
-Nothing here is downloaded as a binary: Kubernetes, etcd, CoreDNS and the local-path
-provisioner are compiled from their Go modules, each in a small wrapper module of its own
+Nothing here is downloaded as a binary: Kubernetes, etcd, CoreDNS, Prometheus and the
+local-path provisioner are compiled from their Go modules in a wrapper module
 (``k8s.io/kubernetes`` cannot be ``go install``-ed: its ``go.mod`` points the staging modules at
 ``./staging``, which the module zip lacks, so the wrapper replaces each with its published
-``v0.x`` twin). The six Kubernetes programs come out of one ``go build`` so the packages they
-share compile once. Every component lands in ``<cache>/<name>-<stamp>/``; the stamp is a hash
-of the component's recipe, so a version bump rebuilds that component only, and a complete
-directory is never rebuilt. The Go build cache makes even a rebuild of an unchanged recipe
-quick. Compiles run at ``nice 19``: the machine is shared.
+``v0.x`` twin). All programs but one come out of a single ``go build``, so the packages they
+share (client-go, gRPC, the etcd client) compile once. Each component lands in
+``<cache>/<name>-<stamp>/``; the stamp is a hash of the component's recipe, so a version bump
+rebuilds that component, and a complete directory is never rebuilt. The Go build cache makes
+even a rebuild of a changed recipe quick. Compiles run at ``nice 19``: the machine is shared.
 
 ``ensure_built()`` serialises builders across processes with a file lock: CI starts
 ``python -m devtools.kube build`` in the background early, and the cluster (``up``) waits for
@@ -204,53 +204,47 @@ def _coredns_main() -> str:
     )
 
 
-# The small ones first: a broken recipe shows in minutes, not after the Kubernetes compile.
 COMPONENTS = (
+    # Everything that links client-go, gRPC and the etcd client in one `go build`: those
+    # packages (k8s.io/api alone takes minutes) compile once, at the versions Kubernetes pins.
     GoComponent(
-        name="etcd",
-        requires={"go.etcd.io/etcd/server/v3": ETCD_VERSION},
-        programs={"etcd": "go.etcd.io/etcd/server/v3"},
+        name="cluster",
+        requires={
+            "k8s.io/kubernetes": KUBERNETES_VERSION,
+            "go.etcd.io/etcd/server/v3": ETCD_VERSION,
+            "github.com/coredns/coredns": COREDNS_VERSION,
+            "github.com/prometheus/prometheus": PROMETHEUS_VERSION,
+        },
+        replaces={
+            **{
+                f"k8s.io/{module}": f"k8s.io/{module} v0{KUBERNETES_VERSION[2:]}"
+                for module in _STAGING_MODULES
+            },
+            # the pin Prometheus' own go.mod makes (a dependency's replace directives are ignored)
+            "cloud.google.com/go": "cloud.google.com/go v0.123.0",
+        },
+        programs={
+            **{name: f"k8s.io/kubernetes/cmd/{name}" for name in KUBERNETES_PROGRAMS},
+            "etcd": "go.etcd.io/etcd/server/v3",
+            "coredns": "./cmd/coredns",
+            # Debian's prometheus package has no Kubernetes service discovery, which the
+            # in-cluster Prometheus needs to find pods by their annotations.
+            "prometheus": "github.com/prometheus/prometheus/cmd/prometheus",
+            "pause": "./cmd/pause",
+        },
+        sources={"cmd/coredns/main.go": _coredns_main(), "cmd/pause/main.go": _PAUSE_MAIN},
+        # Prometheus' build tags: of all its service discoveries, only Kubernetes'.
+        tags=("remove_all_sd", "enable_kubernetes_sd"),
+        ldflags=(
+            *_version_ldflags(KUBERNETES_VERSION),
+            "-X github.com/prometheus/common/version.Version=3.10.0",
+        ),
     ),
-    GoComponent(
-        name="coredns",
-        requires={"github.com/coredns/coredns": COREDNS_VERSION},
-        programs={"coredns": "./cmd/coredns"},
-        sources={"cmd/coredns/main.go": _coredns_main()},
-    ),
+    # Apart: it imports logrus by its old capitalised path, which collides with the others'.
     GoComponent(
         name="local-path-provisioner",
         requires={"github.com/rancher/local-path-provisioner": LOCAL_PATH_PROVISIONER_VERSION},
         programs={"local-path-provisioner": "github.com/rancher/local-path-provisioner"},
-    ),
-    # Debian's prometheus package is built without Kubernetes service discovery, which the
-    # in-cluster Prometheus needs to find pods by their annotations: this one has only that.
-    GoComponent(
-        name="prometheus",
-        requires={"github.com/prometheus/prometheus": PROMETHEUS_VERSION},
-        # the pin Prometheus' own go.mod makes (replace directives of a dependency are ignored)
-        replaces={"cloud.google.com/go": "cloud.google.com/go v0.123.0"},
-        programs={"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
-        tags=("remove_all_sd", "enable_kubernetes_sd"),
-        ldflags=tuple(
-            f"-X github.com/prometheus/common/version.{name}={value}"
-            for name, value in (("Version", "3.10.0"), ("Branch", "HEAD"))
-        ),
-    ),
-    GoComponent(
-        name="pause",
-        requires={},
-        programs={"pause": "./cmd/pause"},
-        sources={"cmd/pause/main.go": _PAUSE_MAIN},
-    ),
-    GoComponent(
-        name="kubernetes",
-        requires={"k8s.io/kubernetes": KUBERNETES_VERSION},
-        replaces={
-            f"k8s.io/{module}": f"k8s.io/{module} v0{KUBERNETES_VERSION[2:]}"
-            for module in _STAGING_MODULES
-        },
-        programs={name: f"k8s.io/kubernetes/cmd/{name}" for name in KUBERNETES_PROGRAMS},
-        ldflags=_version_ldflags(KUBERNETES_VERSION),
     ),
 )
 
@@ -299,18 +293,26 @@ def _build(component: GoComponent, src: Path, out: Path) -> None:
     args = ["build", "-trimpath", "-ldflags", " ".join(("-s", "-w", *component.ldflags))]
     if component.tags:
         args += ["-tags", ",".join(component.tags)]
-    if len(component.programs) == 1:
-        ((name, package),) = component.programs.items()
-        args += ["-o", str(out / "bin" / name), package]
-    else:
-        # One invocation: shared packages compile once; binaries are named after their cmd/.
-        args += ["-o", str(out / "bin") + "/", *component.programs.values()]
-    _go(go, src, out, *args)
+    # One invocation for all programs: the packages they share compile once.
+    _go(go, src, out, *args, "-o", str(out / "bin") + "/", *component.programs.values())
+    for name, package in component.programs.items():
+        built = out / "bin" / _binary_name(package)
+        if built.name != name and built.exists():
+            built.rename(out / "bin" / name)
     missing = [name for name in component.programs if not (out / "bin" / name).is_file()]
     if missing:
         raise BuildError(f"{component.name}: go build made no {', '.join(missing)}")
     (out / ".complete").write_text(f"{time.monotonic() - started:.0f} s\n")
     log.info("built %s in %.0f s", component.name, time.monotonic() - started)
+
+
+def _binary_name(package: str) -> str:
+    """What ``go build -o DIR/`` names a package's program: its last path element, or the one
+    before a major-version suffix (``go.etcd.io/etcd/server/v3`` -> ``server``)."""
+    parts = package.rstrip("/").split("/")
+    if len(parts) > 1 and parts[-1][0] == "v" and parts[-1][1:].isdigit():
+        return parts[-2]
+    return parts[-1]
 
 
 def _go(go: str, src: Path, out: Path, *args: str) -> None:

@@ -125,7 +125,7 @@ class LocalCluster:
 
     @property
     def kubectl_path(self) -> Path:
-        return self.toolchain["kubectl"]
+        return self._program("kubectl")
 
     @property
     def toolchain(self) -> Toolchain:
@@ -146,6 +146,7 @@ class LocalCluster:
         with self._locked():
             deadline = time.monotonic() + timeout
             tools = self.toolchain
+            self._update_state(programs={name: str(path) for name, path in tools.programs.items()})
             self._save_host_settings()
             host.write_settings(host.NEEDED_BY_CLUSTER)
             state = self._state()
@@ -182,7 +183,7 @@ class LocalCluster:
                 if name in daemons:
                     daemons[name].stop()
             if "kube-proxy" in daemons:
-                self._run(str(self.toolchain["kube-proxy"]), "--cleanup", check=False)
+                self._run(str(self._program("kube-proxy")), "--cleanup", check=False)
             host.remove_chains(host.LEFTOVER_CHAINS)
             self._update_state(daemons={})
             host.unmount_under(self.layout.root)
@@ -211,14 +212,18 @@ class LocalCluster:
         """Give an imported image another name (e.g. the upstream name of a local stand-in)."""
         self._ctr("images", "tag", "--force", _reference(source), _reference(target))
 
-    def images(self) -> list[str]:
-        """References of the images in the cluster's containerd."""
-        return self._ctr("images", "list", "--quiet").split()
-
     def log_tail(self, component: str, lines: int = 40) -> str:
         path = self.layout.log(component)
         text = path.read_text(errors="replace") if path.exists() else "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+    def _program(self, name: str) -> Path:
+        """The program the running cluster was started with (so that ``down`` and kubectl
+        never wait for a build), else the toolchain's."""
+        recorded = self._state().get("programs", {}).get(name)
+        if recorded and Path(recorded).is_file():
+            return Path(recorded)
+        return self.toolchain[name]
 
     # --- starting ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ Kubernetes service discovery Debian's package lacks), imported by ``up``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -49,6 +50,14 @@ patches:
         path: /spec/template/spec/containers/0/env/0
         value: {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
 """
+# A test module's own worker settings (its SETTINGS), merged into the overlay's ConfigMap.
+_SETTINGS = """\
+configMapGenerator:
+  - name: tradestats-config
+    namespace: tradestats
+    behavior: merge
+    literals: {literals}
+"""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,11 +76,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
     cluster = LocalCluster()
+    was_up = cluster.is_up()
+    started = time.monotonic()
     try:
-        was_up = cluster.is_up()
-        started = time.monotonic()
         cluster.up(timeout=float(os.environ.get("TRADESTATS_KUBE_UP_TIMEOUT", "3600")))
     except (BuildError, ClusterError) as exc:
+        if not was_up:
+            cluster.down()  # whatever did start
         pytest.fail(f"the local Kubernetes cluster did not start: {exc}", pytrace=False)
     print(f"cluster {'adopted' if was_up else 'up'} in {time.monotonic() - started:.0f} s")
     try:
@@ -98,16 +109,23 @@ def images(cluster: LocalCluster) -> Iterator[list[str]]:
 
 @pytest.fixture(scope="module")
 def stack(
-    cluster: LocalCluster, images: list[str], tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    cluster: LocalCluster,
+    images: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    """The overlay applied on a fresh namespace (a previous run's data deleted first); at the
-    end the namespace's state is printed (pytest shows it for failed tests) and deleted."""
+    """The overlay applied on a fresh namespace (a previous run's data deleted first), with the
+    test module's ``SETTINGS`` if it has any; at the end the namespace's state is printed
+    (pytest shows it for failed tests) and deleted."""
     stack = Stack(cluster)
     cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=300s")
     layer = tmp_path_factory.mktemp("kustomization")
-    (layer / "kustomization.yaml").write_text(
-        _KAFKA_ADDRESS_PATCH.format(overlay=os.path.relpath(OVERLAY, layer))
-    )
+    kustomization = _KAFKA_ADDRESS_PATCH.format(overlay=os.path.relpath(OVERLAY, layer))
+    settings = getattr(request.module, "SETTINGS", {})
+    if settings:
+        literals = json.dumps([f"{name}={value}" for name, value in settings.items()])
+        kustomization += _SETTINGS.format(literals=literals)
+    (layer / "kustomization.yaml").write_text(kustomization)
     stack.applied_at = time.monotonic()
     print(cluster.kubectl("apply", "--kustomize", str(layer)))
     try:
