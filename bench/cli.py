@@ -1,10 +1,12 @@
 """``python -m bench``: a sweep over trade densities, every contender on the same input at each
 point, then each contender's emit latency; writes the report.
 
-A density is trades per ticker per second of event time. Every point has the same number of
-trades at the same event rate (so the same span of event time); only the number of tickers
-they are spread over changes (event rate / density), and with it the window results per trade:
-about 5 at 0.1 (each trade opens five windows of its own), 1 at 1, 0.01 at 100.
+A density is trades per ticker per second of event time. Every point has the same event rate;
+the number of tickers the trades are spread over is event rate / density, and with it the
+window results per trade change: about 5 at 0.1 (each trade opens five windows of its own), 1
+at 1, 0.01 at 100. A point's trade count is its own (``--trades``, one number or one per
+point): a thin point costs every contender many times more per trade, so the full sweep gives
+the thin points fewer trades and the whole run stays within about half an hour.
 
 The broker is the project's own (``devtools.kafka.LocalKafka`` under
 ``.local/bench-kafka``, reused when already running) unless ``KAFKA_BOOTSTRAP_SERVERS`` or
@@ -39,7 +41,7 @@ from bench.results import ContenderResult, RunResult, SweepPoint
 __all__ = ["main", "run", "tickers_for"]
 
 QUICK = {
-    "trades": 5_000,
+    "trades": "5000",
     "densities": "0.1,100",
     "event_rate": 500.0,
     "sample": 0,
@@ -49,7 +51,7 @@ QUICK = {
     "timeout": 300.0,
 }
 FULL = {
-    "trades": 1_000_000,
+    "trades": "200000,300000,1000000,1000000",
     "densities": "0.1,1,10,100",
     "event_rate": 10_000.0,
     "sample": 10,
@@ -72,7 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "bare consumer on the same input, broker and machine.",
     )
     parser.add_argument("--quick", action="store_true", help="small, fast form (CI)")
-    parser.add_argument("--trades", type=int, help="input trades per point (default 1,000,000)")
+    parser.add_argument(
+        "--trades",
+        help="input trades per point: one number for all, or one per density "
+        "(default 200000,300000,1000000,1000000)",
+    )
     parser.add_argument(
         "--densities",
         help="the sweep's points: trades per ticker per second of event time, comma-separated "
@@ -119,9 +125,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.json = args.json or REPO_ROOT / "bench" / "results" / "benchmarks.json"
         args.plots_dir = args.plots_dir or REPO_ROOT / "docs"
     args.cache_dir = args.cache_dir or default_cache_dir()
-    args.densities = sorted({float(part) for part in args.densities.split(",") if part.strip()})
-    if not args.densities or min(args.densities) <= 0:
-        parser.error("--densities: positive numbers, e.g. 0.1,1,10,100")
+    densities = [float(part) for part in args.densities.split(",") if part.strip()]
+    trades = [int(part) for part in args.trades.split(",") if part.strip()]
+    if not densities or min(densities) <= 0 or len(set(densities)) < len(densities):
+        parser.error("--densities: distinct positive numbers, e.g. 0.1,1,10,100")
+    if len(trades) == 1:
+        trades *= len(densities)
+    if len(trades) != len(densities) or min(trades) <= 0:
+        parser.error("--trades: one positive number, or one per density")
+    points = sorted(zip(densities, trades, strict=True))
+    args.densities = [density for density, _ in points]
+    args.trades = [count for _, count in points]
     return args
 
 
@@ -209,8 +223,9 @@ async def _run_point(
     """Produce one density's input, then run every contender on it."""
     settings, progress = ctx.settings, ctx.progress
     tickers = tickers_for(density, settings.event_rate)
+    trades = settings.trades[index]
     label = f"point {index + 1}/{len(settings.densities)}: {density:g} trades/ticker/s"
-    progress.say(f"{label}, {settings.trades:,} trades over {tickers:,} tickers")
+    progress.say(f"{label}, {trades:,} trades over {tickers:,} tickers")
     topic = f"bench-{ctx.run_id}-p{index}-trades"
     phase = f"p{index}"
     # Every topic of the point is created now, long before its contender starts: a topic
@@ -219,9 +234,7 @@ async def _run_point(
         [topic, *(ctx.run_spec(c, phase, topic).output_topic for c in contenders)],
         settings.partitions,
     )
-    spec = DatasetSpec(
-        settings.trades, tickers, settings.partitions, settings.event_rate, settings.seed
-    )
+    spec = DatasetSpec(trades, tickers, settings.partitions, settings.event_rate, settings.seed)
     produced = 0
 
     def on_progress(count: int) -> None:

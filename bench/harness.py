@@ -41,8 +41,8 @@ class ContenderFailed(Exception):
 
 @dataclass(frozen=True)
 class BenchSettings:
-    trades: int
-    """Per point of the sweep."""
+    trades: list[int]
+    """Per point of the sweep (one per density)."""
     densities: list[float]
     """Trades per ticker per second of event time, one point each."""
     partitions: int

@@ -16,12 +16,13 @@ __all__ = ["write_report"]
 METHOD = """\
 ## Method
 
-- **Sweep.** {points} points, each {trades:,} trades from
+- **Sweep.** {points} points with {trades} trades from
   `tradestats.loadgen.TradeGenerator(seed={seed})` at a fixed {event_rate:,.0f} trades per second
-  of event time ({event_seconds:.0f} s of event time), plus one closing trade per partition;
-  only the number of tickers differs: event rate / density, so at 0.1 trades per ticker per
-  second each ticker trades every 10 s and each trade opens five windows of its own (about
-  5 window results per trade), at 100 a window holds 500 trades of its ticker (0.01 per trade).
+  of event time, plus one closing trade per partition (the thin points get fewer trades: they
+  cost every contender far more per trade). The number of tickers is event rate / density, so
+  at 0.1 trades per ticker per second each ticker trades every 10 s and each trade opens five
+  windows of its own (about 5 window results per trade), at 100 a window holds 500 trades of its
+  ticker (0.01 per trade).
   The generator takes its tickers in turn, so every ticker has exactly the point's density.
   JSON values keyed by ticker, {partitions} partitions, produced before any contender starts;
   timestamps never decrease within a partition, so no trade is late anywhere. The closing
@@ -125,6 +126,7 @@ def _sweep_rows(result: RunResult) -> list[str]:
             cells = [
                 f"{point.density:g}",
                 f"{point.tickers:,}",
+                f"{point.dataset.get('records', 0):,}",
                 f"{per_trade:.2f}",
                 f"({c.key}) {c.name}",
                 _fmt(t.rate if t else None),
@@ -220,7 +222,6 @@ def write_report(result: RunResult, path: Path, plots_dir: Path) -> None:
     plot_sweep(result, throughput_png)
     plot_latency(result, latency_png)
     s, m = result.settings, result.machine
-    first = result.points[0].dataset if result.points else {}
     contenders = {c.key: c for p in result.points for c in p.contenders}
     lines = [
         "# Benchmarks: tradestats and its peers",
@@ -254,9 +255,9 @@ def write_report(result: RunResult, path: Path, plots_dir: Path) -> None:
         "",
         "All figures, per point:",
         "",
-        "| density | tickers | windows / trade | contender | trades/s | window results/s "
+        "| density | tickers | trades | windows / trade | contender | trades/s | window results/s "
         "| vs (e) | CPU s | trades/CPU s | peak RSS MiB | changelog / 1k trades | correct |",
-        "|" + "|".join(["---:"] * 3 + ["---"] + ["---:"] * 7 + [":---:"]) + "|",
+        "|" + "|".join(["---:"] * 4 + ["---"] + ["---:"] * 7 + [":---:"]) + "|",
         *_sweep_rows(result),
         "",
         "Contenders: " + "; ".join(f"({c.key}) {c.title}" for c in contenders.values()) + ".",
@@ -301,11 +302,10 @@ def write_report(result: RunResult, path: Path, plots_dir: Path) -> None:
         "",
         METHOD.format(
             points=len(result.points),
-            trades=s["trades"],
+            trades=", ".join(f"{n:,}" for n in s["trades"]),
             seed=s["seed"],
             partitions=s["partitions"],
             event_rate=s["event_rate"],
-            event_seconds=first.get("event_seconds", 0),
             quiet=s["quiet_seconds"],
             sample="all tickers" if s["sample"] <= 0 else f"{s['sample']} tickers (evenly spread)",
             latency_rate=s["latency_rate"],
