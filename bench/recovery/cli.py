@@ -17,9 +17,11 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from bench.cli import default_cache_dir
 from bench.machine import describe_machine, load_average
 from bench.progress import Progress
 from bench.recovery.broker import BrokerHandle
+from bench.recovery.kstreams import measure_kstreams
 from bench.recovery.plan import (
     DEFAULT_SEGMENT_BYTES,
     FULL,
@@ -60,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--segment-state", help="aggregates for the segment runs, e.g. 1M")
     parser.add_argument("--no-segments", action="store_true", help="skip the segment runs")
     parser.add_argument("--no-standby", action="store_true", help="skip the standby takeover")
+    parser.add_argument(
+        "--no-kstreams", action="store_true", help="skip Kafka Streams restoring the same state"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default_cache_dir(),
+        help="where the Kafka Streams jar is built (shared with python -m bench)",
+    )
     parser.add_argument("--panes", type=int, help="live 1 s panes per ticker (1..10)")
     parser.add_argument("--partitions", type=int, help="input and changelog partitions")
     parser.add_argument("--repeat", type=int, help="measurements of each restart kind")
@@ -96,6 +107,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         repeat=args.repeat,
         session_timeout_ms=args.session_timeout_ms,
         standby=False if args.no_standby else None,
+        kstreams=False if args.no_kstreams else None,
     )
 
 
@@ -106,6 +118,7 @@ async def _measure(
     root: Path,
     results: Path,
     keep: bool,
+    cache_dir: Path,
     progress: Progress,
 ) -> None:
     """Run every measurement of the plan, saving the results after each state."""
@@ -114,13 +127,27 @@ async def _measure(
         state_run = StateRun(
             broker, plan, target, DEFAULT_SEGMENT_BYTES, root / f"size-{target}", progress
         )
+        kstreams = None
         try:
             state = await state_run.build()
             restarts = state_run.restarts()
             takeover = state_run.takeover() if plan.standby else None
+            if plan.kstreams:
+                state_run.stop_workers()  # nothing else runs while Kafka Streams is measured
+                kstreams = await measure_kstreams(
+                    broker,
+                    plan,
+                    state_run.topics.trades,
+                    f"{state_run.topics.app_id}-ks",
+                    root / f"size-{target}" / "kstreams",
+                    cache_dir,
+                    progress,
+                    state_run.label,
+                    keep,
+                )
         finally:
             await state_run.close(keep)
-        run.sizes.append(SizeResult(state, restarts, takeover))
+        run.sizes.append(SizeResult(state, restarts, takeover, kstreams))
         save_results(run, results)
     for segment in plan.segment_sizes:
         shared = next(
@@ -193,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     clock = time.monotonic()
     try:
-        asyncio.run(_measure(plan, broker, run, root, results, args.keep_topics, progress))
+        asyncio.run(
+            _measure(plan, broker, run, root, results, args.keep_topics, args.cache_dir, progress)
+        )
     finally:
         broker.close(keep=args.keep_broker)
     run.finished = datetime.now().astimezone().isoformat(timespec="seconds")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -26,6 +26,7 @@ __all__ = [
     "GroupLag",
     "TradeWriter",
     "committed_offsets",
+    "count_records",
     "create_topic",
     "delete_topics",
     "end_offsets",
@@ -168,12 +169,14 @@ class ChangelogScan:
         return sum(self.aggregates.values())
 
 
-async def scan_changelog(bootstrap: str, topic: str, partitions: int) -> ChangelogScan:
-    """Read the whole changelog once, keeping the latest record of every key.
-
-    A ticker record's header says how many pane parts it holds; a tombstone deletes the key;
-    the partition clock record is a live key but holds no aggregate.
-    """
+async def _read_changelog(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    apply: Callable[[int, list[ConsumerRecord[bytes, bytes]]], None],
+) -> None:
+    """Read every partition of ``topic`` from the beginning up to its end offset, handing each
+    fetched batch to ``apply(partition, records)``."""
     ends = await end_offsets(bootstrap, topic, partitions)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -183,34 +186,64 @@ async def scan_changelog(bootstrap: str, topic: str, partitions: int) -> Changel
         fetch_max_bytes=64 * 1024 * 1024,
     )
     await consumer.start()
-    scan = ChangelogScan()
-    latest: dict[int, dict[bytes, int]] = {p: {} for p in range(partitions)}
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        scan.records = dict.fromkeys(range(partitions), 0)
         pending = {tp for tp in tps if ends[tp.partition] > 0}
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=1000, max_records=50_000)
             for tp, records in batches.items():
-                scan.records[tp.partition] += len(records)
-                keys = latest[tp.partition]
-                for record in records:
-                    if record.value is None:
-                        keys.pop(record.key, None)
-                    elif record.key == PARTITION_META_KEY:
-                        keys[record.key] = 0
-                    else:
-                        keys[record.key] = _PANES_HEADER.unpack_from(record.value)[2]
+                apply(tp.partition, records)
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp.partition]:
                     pending.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def scan_changelog(bootstrap: str, topic: str, partitions: int) -> ChangelogScan:
+    """Read tradestats' whole changelog once, keeping the latest record of every key.
+
+    A ticker record's header says how many pane parts it holds; a tombstone deletes the key;
+    the partition clock record is a live key but holds no aggregate.
+    """
+    scan = ChangelogScan(records=dict.fromkeys(range(partitions), 0))
+    latest: dict[int, dict[bytes, int]] = {p: {} for p in range(partitions)}
+
+    def apply(partition: int, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        scan.records[partition] += len(records)
+        keys = latest[partition]
+        for record in records:
+            if record.value is None:
+                keys.pop(record.key, None)
+            elif record.key == PARTITION_META_KEY:
+                keys[record.key] = 0
+            else:
+                keys[record.key] = _PANES_HEADER.unpack_from(record.value)[2]
+
+    await _read_changelog(bootstrap, topic, partitions, apply)
     scan.live_keys = {p: len(keys) for p, keys in latest.items()}
     scan.aggregates = {p: sum(keys.values()) for p, keys in latest.items()}
     return scan
+
+
+async def count_records(bootstrap: str, topic: str, partitions: int) -> tuple[dict[int, int], int]:
+    """(records per partition, live keys) of any changelog: what is left of it after
+    compaction, and the keys not deleted."""
+    records = dict.fromkeys(range(partitions), 0)
+    live: set[tuple[int, bytes | None]] = set()
+
+    def apply(partition: int, batch: list[ConsumerRecord[bytes, bytes]]) -> None:
+        records[partition] += len(batch)
+        for record in batch:
+            if record.value is None:
+                live.discard((partition, record.key))
+            else:
+                live.add((partition, record.key))
+
+    await _read_changelog(bootstrap, topic, partitions, apply)
+    return records, len(live)
 
 
 class GroupLag:

@@ -48,6 +48,8 @@ class Plan:
     session_timeout_ms: int = 6000
     """Short, so that the survivor of a SIGKILL learns of it quickly (the broker's minimum)."""
     standby: bool = True
+    kstreams: bool = True
+    """Kafka Streams restoring the same trades' state, cold and warm, at every size."""
     cleaner_stable_polls: int = 4
     """On-disk changelog size unchanged this many polls (2 s apart) = log cleaner done."""
     ready_timeout: float = 900.0

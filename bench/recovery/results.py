@@ -16,6 +16,8 @@ import msgspec
 
 __all__ = [
     "KINDS",
+    "KStreamsRestart",
+    "KStreamsResult",
     "Phases",
     "Restart",
     "RunResult",
@@ -96,6 +98,9 @@ class Takeover:
     """Assignments the survivor went through between the kill and ready."""
     phases: Phases
     slowest_answer_seconds: float = 0.0
+    standby_catchup_seconds: float | None = None
+    """The survivor's first assignment -> its standby counter at its final value (polled
+    every 0.25 s): how long building the standby copies took."""
 
 
 @dataclass
@@ -129,10 +134,45 @@ class StateInfo:
 
 
 @dataclass
+class KStreamsRestart:
+    """One Kafka Streams start, measured from process start to ready: ``RUNNING`` and every
+    changelog partition it began restoring restored (its restore listener's reports)."""
+
+    kind: str
+    """``cold`` (state directory emptied) or ``warm`` (intact, after a clean stop)."""
+    seconds_to_ready: float
+    records_restored: int
+    """Changelog records its restore listener reported restored, summed over partitions."""
+    restore_seconds: float | None
+    """First partition's restore start -> last one's end (None: nothing was restored)."""
+
+
+@dataclass
+class KStreamsResult:
+    """Kafka Streams on a state run's trades: its changelog, and its restarts on it."""
+
+    build_seconds: float
+    """Processing every trade once, committed (the changelog written)."""
+    changelog_offsets: int
+    changelog_records: int
+    """Records left in its changelog after the log cleaner settled: what a cold start reads."""
+    live_keys: int
+    """Window records in its changelog (one per ticker and 5 s window)."""
+    changelog_disk_bytes: int | None
+    cleaner_wait_seconds: float
+    restarts: list[KStreamsRestart] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> list[KStreamsRestart]:
+        return [r for r in self.restarts if r.kind == kind]
+
+
+@dataclass
 class SizeResult:
     state: StateInfo
     restarts: list[Restart]
     takeover: Takeover | None = None
+    kstreams: KStreamsResult | None = None
+    """Kafka Streams restoring the same trades' state (None: not measured)."""
 
     def of_kind(self, kind: str) -> list[Restart]:
         return [r for r in self.restarts if r.kind == kind]

@@ -53,6 +53,8 @@ _IDLE_CLOSE_MS = 3_600_000
 _POLL_SECONDS = 0.25
 #: faust's default ``standby_buffer_size`` (= ``recovery_buffer_size``), records per table.
 _FAUST_STANDBY_BUFFER = 1000
+#: The standby counter unchanged this long = the standby copy is complete (the state is idle).
+_STANDBY_STABLE_SECONDS = 3.0
 
 
 class StateRun:
@@ -201,11 +203,13 @@ class StateRun:
     def takeover(self) -> Takeover:
         sts, plan, progress = self.sts, self.plan, self.progress
         survivor, victim = sts.pod(1), 0
+        survivor_started = time.time()
         sts.start(1)
         assignment = sts.wait_settled(timeout=plan.ready_timeout)
         taken = sorted(assignment[victim])
         warm_copy = sum(self.scan.live_keys.get(p, 0) for p in taken)
-        standby_records = self._wait_standby_caught_up(warm_copy)
+        standby_records, copied = self._wait_standby_caught_up(warm_copy)
+        first_assigned = LogEvents(sts.log_since_start(1)).first(ASSIGNED, survivor_started)
         before = active_restored(survivor)
         recoveries_before = len(sts.recoveries(1))
         progress.say(
@@ -247,6 +251,7 @@ class StateRun:
             records_replayed=replayed,
             offsets_replayed=None if recovery is None else sum(recovery.replayed(p) for p in taken),
             standby_records=standby_records,
+            standby_catchup_seconds=None if first_assigned is None else copied - first_assigned,
             full_restore_records=sum(self.scan.records.get(p, 0) for p in taken),
             rebalances=events.count(ASSIGNED, killed_wall, ready_wall),
             phases=phases_of_start(events, killed_wall, ready_wall),
@@ -260,28 +265,32 @@ class StateRun:
         )
         return result
 
-    def _wait_standby_caught_up(self, live_keys: int) -> int:
+    def _wait_standby_caught_up(self, live_keys: int) -> tuple[int, float]:
         """Until the survivor's standby replay has (nearly) covered the victim's partitions and
-        stopped; returns the standby records it applied.
+        stopped; returns the standby records it applied and the wall time it got there.
 
         A complete copy took at least one record per live key, but faust applies standby
         records to RocksDB in batches of its standby buffer (1000 records per table), flushing
         the rest only at the next rebalance; so the counter can stop up to that much short.
-        "Stopped" is the counter unchanged for three polls a second apart (the state is idle).
+        "Stopped" is the counter unchanged for 3 s (the state is idle); "got there" is the
+        first poll that saw its final value (polls 0.25 s apart).
         """
         survivor = self.sts.pod(1)
         deadline = time.monotonic() + self.plan.ready_timeout
-        last, stable = -1, 0
+        last, reached, stable_since = -1, time.time(), time.monotonic()
         while time.monotonic() < deadline:
             applied = int(metric(survivor, STANDBY_RESTORED))
-            stable = stable + 1 if applied == last else 0
-            if applied >= live_keys - _FAUST_STANDBY_BUFFER and stable >= 3:
-                return applied
+            if applied != last:
+                last, reached, stable_since = applied, time.time(), time.monotonic()
+            elif (
+                applied >= live_keys - _FAUST_STANDBY_BUFFER
+                and time.monotonic() - stable_since >= _STANDBY_STABLE_SECONDS
+            ):
+                return applied, reached
             self.progress.status(
                 f"{self.label}: standby copy on tradestats-1: {applied:,} records applied"
             )
-            last = applied
-            time.sleep(1.0)
+            time.sleep(_POLL_SECONDS)
         raise RuntimeError(f"standby never caught up:\n{self.sts.log_tails()}")
 
     # --- helpers -------------------------------------------------------------------------
@@ -293,6 +302,10 @@ class StateRun:
             progress=self.progress,
             label=f"{self.label}: {what}",
         )
+
+    def stop_workers(self) -> None:
+        """Stop the pods, keeping the topics (Kafka Streams reads the same trades next)."""
+        self.sts.close()
 
     async def close(self, keep: bool = False) -> None:
         """Stop the pods; unless ``keep``, drop the topics and the pods' data (logs stay)."""

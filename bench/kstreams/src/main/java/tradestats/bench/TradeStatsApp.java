@@ -45,7 +45,8 @@ import org.apache.kafka.streams.state.WindowStore;
  * <p>Written in the talk's style (Gson, a mutable aggregate) rather than tuned.
  *
  * <p>Arguments: {@code --bootstrap --app-id --input --output --state-dir [--commit-ms]
- * [--suppress]}.
+ * [--suppress]}, and any number of {@code --streams.<config> <value>}, passed to Kafka Streams as
+ * {@code <config>} (the recovery benchmark sets its changelog's topic configs this way).
  */
 public final class TradeStatsApp {
   static final long WINDOW_MS = 5000;
@@ -213,8 +214,15 @@ public final class TradeStatsApp {
     props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, options.getOrDefault("commit-ms", "1000"));
     props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
     props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+    options.forEach(
+        (name, value) -> {
+          if (name.startsWith("streams.")) {
+            props.put(name.substring("streams.".length()), value);
+          }
+        });
 
     KafkaStreams streams = new KafkaStreams(builder.build(), props);
+    RestoreEvents.attach(streams);
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()
         .addShutdownHook(
