@@ -35,6 +35,7 @@ from bench.recovery.plan import (
 from bench.recovery.plots import write_plots
 from bench.recovery.report import render_report
 from bench.recovery.results import (
+    Baseline,
     RunResult,
     SegmentResult,
     SizeResult,
@@ -88,7 +89,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--from-results", type=Path, help="only re-render the report from raw results"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="raw results of another run (e.g. the code before a change) to show side by side; "
+        "kept in this run's results",
+    )
+    parser.add_argument(
+        "--baseline-label", help="what the baseline measured (default: its command)"
+    )
     return parser
+
+
+def _baseline(args: argparse.Namespace) -> Baseline | None:
+    if args.baseline is None:
+        return None
+    other = load_results(args.baseline)
+    return Baseline(
+        label=args.baseline_label or other.command,
+        started=other.started,
+        finished=other.finished,
+        command=other.command,
+        sizes=other.sizes,
+    )
 
 
 def _split(text: str | None, parse: Callable[[str], int]) -> tuple[int, ...] | None:
@@ -191,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([".venv/bin/python", "-m", "bench.recovery", *argv])
     if args.from_results:
         run = load_results(args.from_results)
+        if args.baseline is not None:
+            run.baseline = _baseline(args)
+            save_results(run, args.from_results)
         out = args.out or (args.from_results.parent if run.quick else _DOCS)
         print(f"wrote {_render(run, out, run.command)}")
         return 0
@@ -217,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=describe_machine(),
         plan=vars(plan) | {"sizes": list(plan.sizes), "segment_sizes": list(plan.segment_sizes)},
         broker=broker.description,
+        baseline=_baseline(args),
     )
     clock = time.monotonic()
     try:

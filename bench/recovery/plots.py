@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from bench.recovery.plan import format_bytes, format_count
-from bench.recovery.report import KIND_TITLES, PHASE_NAMES
+from bench.recovery.report import KIND_TITLES, PHASE_NAMES, cold_replay_rate, standby_rate
 from bench.recovery.results import KINDS, RunResult, median
 
 __all__ = ["write_plots"]
@@ -25,6 +25,8 @@ _STYLE = {
     "warm-sigkill": ("tab:olive", "s"),
     "cold": ("tab:red", "^"),
     "standby": ("tab:blue", "D"),
+    "kstreams-cold": ("tab:purple", "v"),
+    "kstreams-warm": ("tab:pink", "P"),
 }
 
 
@@ -64,7 +66,29 @@ def _sizes_plot(run: RunResult, path: Path) -> None:
             color=color,
             label="Standby takeover",
         )
-    left.set(xscale="log", xlabel="stored aggregates", ylabel="seconds to /ready 200")
+    with_kstreams = [s for s in run.sizes if s.kstreams is not None]
+    for kind in ("cold", "warm"):
+        color, marker = _STYLE[f"kstreams-{kind}"]
+        label = f"Kafka Streams, {kind}"
+        kx = [s.state.aggregates for s in with_kstreams]
+        runs = [s.kstreams.of_kind(kind) for s in with_kstreams]  # type: ignore[union-attr]
+        left.plot(
+            kx,
+            [median([r.seconds_to_ready for r in rs]) for rs in runs],
+            marker=marker,
+            color=color,
+            linestyle=":",
+            label=label,
+        )
+        right.plot(
+            kx,
+            [median([float(r.records_restored) for r in rs]) for rs in runs],
+            marker=marker,
+            color=color,
+            linestyle=":",
+            label=f"{label} (its window records)",
+        )
+    left.set(xscale="log", xlabel="stored aggregates", ylabel="seconds to ready")
     left.set_ylim(bottom=0)
     left.set_title("Time from process start to ready")
     right.set_xscale("log")
@@ -134,6 +158,58 @@ def _segments_plot(run: RunResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _baseline_plot(run: RunResult, path: Path) -> None:
+    """Cold start-to-ready and restore rates, before and after, at each state size."""
+    assert run.baseline is not None
+    before = {s.state.target_aggregates: s for s in run.baseline.sizes}
+    pairs = [
+        (before[s.state.target_aggregates], s)
+        for s in run.sizes
+        if s.state.target_aggregates in before
+    ]
+    xs = list(range(len(pairs)))
+    width = 0.2
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for index, (name, color) in enumerate((("before", "tab:gray"), ("after", "tab:red"))):
+        sizes = [pair[index] for pair in pairs]
+        shift = (index - 0.5) * 2 * width
+        left.bar(
+            [x + shift for x in xs],
+            [median([r.seconds_to_ready for r in s.of_kind("cold")]) for s in sizes],
+            2 * width,
+            color=color,
+            label=name,
+        )
+        right.bar(
+            [x + (index - 1.5) * width for x in xs],
+            [cold_replay_rate(s) or 0.0 for s in sizes],
+            width,
+            color=color,
+            label=f"cold replay, {name}",
+        )
+        right.bar(
+            [x + (index + 0.5) * width for x in xs],
+            [standby_rate(s.takeover) or 0.0 for s in sizes],
+            width,
+            color=color,
+            alpha=0.5,
+            hatch="//",
+            label=f"standby catch-up, {name}",
+        )
+    left.set(ylabel="seconds to /ready 200", title="Cold start to ready")
+    right.set_yscale("log")
+    right.set(ylabel="changelog records/s", title="Restore rate")
+    for ax in (left, right):
+        ax.set_xticks(xs, [format_count(after.state.target_aggregates) for _, after in pairs])
+        ax.set_xlabel("stored aggregates")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Before and after: {run.baseline.label}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_plots(run: RunResult, out_dir: Path) -> list[str]:
     """Write the PNGs into ``out_dir``; returns their file names."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,4 +221,7 @@ def write_plots(run: RunResult, out_dir: Path) -> list[str]:
     if run.segments:
         _segments_plot(run, out_dir / "recovery-segments.png")
         written.append("recovery-segments.png")
+    if run.baseline is not None and run.sizes:
+        _baseline_plot(run, out_dir / "recovery-before-after.png")
+        written.append("recovery-before-after.png")
     return written

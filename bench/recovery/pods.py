@@ -42,7 +42,7 @@ WORKER_STARTING = "[^Worker]: Starting..."
 ASSIGNED = "Executing _on_partitions_assigned"
 RESTORE_BEGIN = "Highwater for active changelog partitions:"
 RESTORE_END = "Recovery complete"
-LOADED = "ready: active partitions"
+LOADED = "ready: input partitions"
 
 
 class LogEvents:

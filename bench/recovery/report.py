@@ -12,9 +12,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import fields
 
 from bench.recovery.plan import format_bytes, format_count
-from bench.recovery.results import KINDS, Phases, Restart, RunResult, SizeResult, median
+from bench.recovery.results import (
+    KINDS,
+    KStreamsResult,
+    Phases,
+    Restart,
+    RunResult,
+    SizeResult,
+    Takeover,
+    median,
+)
 
-__all__ = ["KIND_TITLES", "render_report"]
+__all__ = [
+    "KIND_TITLES",
+    "cold_replay_rate",
+    "cold_to_warm",
+    "kstreams_rate",
+    "render_report",
+    "standby_rate",
+]
 
 KIND_TITLES = {
     "warm-sigterm": "Warm, SIGTERM",
@@ -24,7 +40,7 @@ KIND_TITLES = {
 }
 PHASE_NAMES = [f.name for f in fields(Phases)]
 #: Typographic characters for the Markdown, spelled as escapes to keep the source ASCII.
-DASH, TIMES = "\u2013", "\u00d7"
+DASH, TIMES, DIVIDE = "\u2013", "\u00d7", "\u00f7"
 
 
 def _table(header: list[str], rows: Iterable[list[str]], right_from: int = 1) -> str:
@@ -65,10 +81,58 @@ def _size_label(size: SizeResult) -> str:
     return format_count(size.state.target_aggregates)
 
 
+#: Issue 12's targets: cold restore rate, and cold start-to-ready over warm at the largest state.
+TARGET_RECORDS_PER_SECOND = 100_000
+TARGET_COLD_TO_WARM = 3.0
+
+
+def cold_replay_rate(size: SizeResult) -> float | None:
+    """Changelog records per second of a cold start's *replay* phase (median over restarts)."""
+    rates = [r.records_replayed / r.phases.replay for r in size.of_kind("cold") if r.phases.replay]
+    return median(rates) if rates else None
+
+
+def cold_to_warm(size: SizeResult) -> float | None:
+    """Median cold start-to-ready over median warm (SIGTERM) start-to-ready."""
+    cold = [r.seconds_to_ready for r in size.of_kind("cold")]
+    warm = [r.seconds_to_ready for r in size.of_kind("warm-sigterm")]
+    return median(cold) / median(warm) if cold and warm else None
+
+
+def standby_rate(takeover: Takeover | None) -> float | None:
+    """Standby records per second while the survivor built its standby copies."""
+    if takeover is None or not takeover.standby_catchup_seconds:
+        return None
+    return takeover.standby_records / takeover.standby_catchup_seconds
+
+
+def kstreams_rate(kstreams: KStreamsResult | None) -> float | None:
+    """Kafka Streams' cold restore: records restored per second of restoring (median)."""
+    if kstreams is None:
+        return None
+    rates = [
+        r.records_restored / r.restore_seconds
+        for r in kstreams.of_kind("cold")
+        if r.restore_seconds
+    ]
+    return median(rates) if rates else None
+
+
+def _rate(value: float | None) -> str:
+    return DASH if value is None else f"{value:,.0f}"
+
+
+def _times(value: float | None) -> str:
+    return DASH if value is None else f"{value:.1f}{TIMES}"
+
+
 def _results_table(run: RunResult) -> str:
     header = ["Stored aggregates"]
     for kind in (*KINDS, "standby"):
         header += [f"{KIND_TITLES[kind]}: s", "replayed"]
+    with_kstreams = any(s.kstreams is not None for s in run.sizes)
+    if with_kstreams:
+        header += ["Kafka Streams, cold: s", "restored"]
     rows = []
     for size in run.sizes:
         row = [f"{size.state.aggregates:,}"]
@@ -83,8 +147,182 @@ def _results_table(run: RunResult) -> str:
             row += [DASH, DASH]
         else:
             row += [_sec(takeover.restore_seconds), f"{takeover.records_replayed:,}"]
+        if with_kstreams:
+            cold = [] if size.kstreams is None else size.kstreams.of_kind("cold")
+            row += [
+                _secs([r.seconds_to_ready for r in cold]),
+                _count(r.records_restored for r in cold),
+            ]
         rows.append(row)
     return _table(header, rows)
+
+
+def _rates_table(run: RunResult) -> str:
+    header = [
+        "Stored aggregates",
+        "Cold: records replayed",
+        "replay: s",
+        "records/s",
+        f"Cold {DIVIDE} warm start-to-ready",
+        "Standby copy: records",
+        "catch-up: s",
+        "records/s",
+    ]
+    rows = []
+    for size in run.sizes:
+        cold = size.of_kind("cold")
+        t = size.takeover
+        rows.append(
+            [
+                f"{size.state.aggregates:,}",
+                _count(r.records_replayed for r in cold),
+                _secs([r.phases.replay for r in cold if r.phases.replay is not None]),
+                _rate(cold_replay_rate(size)),
+                _times(cold_to_warm(size)),
+                DASH if t is None else f"{t.standby_records:,}",
+                DASH if t is None else _sec(t.standby_catchup_seconds),
+                _rate(standby_rate(t)),
+            ]
+        )
+    return _table(header, rows)
+
+
+def _kstreams_table(run: RunResult) -> str:
+    header = [
+        "Stored aggregates (tradestats)",
+        "Changelog records written",
+        "Left after compaction",
+        "Windows live",
+        "On disk",
+        "Build",
+        "Cold: s",
+        "restored",
+        "restoring: s",
+        "records/s",
+        "Warm: s",
+        "restored",
+        "tradestats cold: s",
+    ]
+    rows = []
+    for size in run.sizes:
+        ks = size.kstreams
+        if ks is None:
+            continue
+        cold, warm = ks.of_kind("cold"), ks.of_kind("warm")
+        rows.append(
+            [
+                f"{size.state.aggregates:,}",
+                f"{ks.changelog_offsets:,}",
+                f"{ks.changelog_records:,}",
+                f"{ks.live_keys:,}",
+                DASH if ks.changelog_disk_bytes is None else format_bytes(ks.changelog_disk_bytes),
+                f"{ks.build_seconds:.0f} s",
+                _secs([r.seconds_to_ready for r in cold]),
+                _count(r.records_restored for r in cold),
+                _secs([r.restore_seconds for r in cold if r.restore_seconds is not None]),
+                _rate(kstreams_rate(ks)),
+                _secs([r.seconds_to_ready for r in warm]),
+                _count(r.records_restored for r in warm),
+                _secs([r.seconds_to_ready for r in size.of_kind("cold")]),
+            ]
+        )
+    return _table(header, rows)
+
+
+def _baseline_table(run: RunResult) -> str:
+    """This run's cold restores and standby takeovers beside the baseline's, size by size."""
+    assert run.baseline is not None
+    before = {s.state.target_aggregates: s for s in run.baseline.sizes}
+    header = [
+        "Stored aggregates",
+        "Cold: s, before",
+        "after",
+        "Cold replay: records/s, before",
+        "after",
+        f"Cold {DIVIDE} warm, before",
+        "after",
+        "Standby takeover: s, before",
+        "after",
+        "Standby catch-up: records/s, before",
+        "after",
+    ]
+    rows = []
+    for size in run.sizes:
+        old = before.get(size.state.target_aggregates)
+        if old is None:
+            continue
+        takeovers = [old.takeover, size.takeover]
+        rows.append(
+            [
+                f"{size.state.aggregates:,}",
+                *(_secs([r.seconds_to_ready for r in s.of_kind("cold")]) for s in (old, size)),
+                *(_rate(cold_replay_rate(s)) for s in (old, size)),
+                *(_times(cold_to_warm(s)) for s in (old, size)),
+                *(DASH if t is None else _sec(t.restore_seconds) for t in takeovers),
+                *(_rate(standby_rate(t)) for t in takeovers),
+            ]
+        )
+    return _table(header, rows)
+
+
+def _kstreams_section(run: RunResult) -> list[str]:
+    if not any(s.kstreams is not None for s in run.sizes):
+        return []
+    return [
+        "## Kafka Streams restoring the same state",
+        "",
+        "Kafka Streams ran the talk's topology on each state's trades; its window store keeps "
+        "one record per ticker and 5 s window (tradestats: one aggregate per ticker and 1 s "
+        "pane, all of a ticker's panes in one record), so the same trades make a different "
+        "number of changelog records. *Restoring*: its first partition's restore start to the "
+        "last one's end (restore listener); records/s = records restored over it.",
+        "",
+        _kstreams_table(run),
+        "",
+    ]
+
+
+def _baseline_section(run: RunResult) -> list[str]:
+    baseline = run.baseline
+    if baseline is None:
+        return []
+    return [
+        "## Before and after",
+        "",
+        f"*Before*: {baseline.label}, measured in the same session on the same machine "
+        f"({baseline.started} to {baseline.finished}) with `{baseline.command}`. *After*: this "
+        f"run ({run.started} to {run.finished}). Cold: median seconds to ready and the replay "
+        "phase's rate; standby takeover: assigned → ready; standby catch-up: standby records "
+        "per second from the survivor's first assignment to its copy being complete.",
+        "",
+        _baseline_table(run),
+        "",
+    ]
+
+
+def _targets(run: RunResult) -> list[str]:
+    """Issue 12's targets, met or not, from this run's largest state."""
+    sizes = [s for s in run.sizes if s.of_kind("cold")]
+    if not sizes:
+        return []
+    largest = sizes[-1]
+    notes = []
+    rate = cold_replay_rate(largest)
+    if rate is not None:
+        met = "met" if rate >= TARGET_RECORDS_PER_SECOND else "not met"
+        notes.append(
+            f"Cold restore rate at {largest.state.aggregates:,} aggregates: {rate:,.0f} "
+            f"changelog records/s (target at least {TARGET_RECORDS_PER_SECOND:,}: {met})."
+        )
+    ratio = cold_to_warm(largest)
+    if ratio is not None:
+        met = "met" if ratio <= TARGET_COLD_TO_WARM else "not met"
+        notes.append(
+            f"Cold start-to-ready at {largest.state.aggregates:,} aggregates: "
+            f"{ratio:.1f}{TIMES} the warm start-to-ready (target at most "
+            f"{TARGET_COLD_TO_WARM:.0f}{TIMES}: {met})."
+        )
+    return notes
 
 
 def _phases_table(run: RunResult) -> str:
@@ -316,8 +554,29 @@ def _machine_note(run: RunResult) -> list[str]:
     ]
 
 
+def _kstreams_note(run: RunResult) -> list[str]:
+    """Kafka Streams beside tradestats at the largest state both were measured on."""
+    sizes = [s for s in run.sizes if s.kstreams is not None and s.kstreams.of_kind("cold")]
+    if not sizes:
+        return []
+    size = sizes[-1]
+    ks = size.kstreams
+    assert ks is not None
+    ks_cold = median([r.seconds_to_ready for r in ks.of_kind("cold")])
+    ks_warm = median([r.seconds_to_ready for r in ks.of_kind("warm")])
+    ours = median([r.seconds_to_ready for r in size.of_kind("cold")])
+    restored = median([float(r.records_restored) for r in ks.of_kind("cold")])
+    return [
+        f"On the trades of the {size.state.aggregates:,}-aggregate state Kafka Streams was "
+        f"ready after a cold start in {ks_cold:.2f} s (warm: {ks_warm:.2f} s), restoring "
+        f"{restored:,.0f} window records at {_rate(kstreams_rate(ks))} records/s; tradestats "
+        f"was ready after a cold start in {ours:.2f} s ({_ratio(ks_cold, ours)} faster than "
+        "Kafka Streams, or slower below 1)."
+    ]
+
+
 def _observations(run: RunResult) -> list[str]:
-    notes = []
+    notes = _targets(run) + _kstreams_note(run)
     sizes = [s for s in run.sizes if s.of_kind("cold")]
     if len(sizes) >= 2:
         small, large = sizes[0], sizes[-1]
@@ -345,14 +604,6 @@ def _observations(run: RunResult) -> list[str]:
                 "*load* phase: tradestats reads each partition's whole state from RocksDB into "
                 "memory before it reports ready, so a warm restart is not free of the state "
                 "size either."
-            )
-        cold = large.of_kind("cold")
-        replay = [r.phases.replay for r in cold if r.phases.replay]
-        if replay:
-            rate = median([float(r.records_replayed) for r in cold]) / median(replay)
-            notes.append(
-                f"Cold replay at {large.state.aggregates:,} aggregates ran at about "
-                f"{rate:,.0f} changelog records/s ({median(replay):.2f} s of replay)."
             )
         boot = [r.phases.boot for s in sizes for r in s.restarts if r.phases.boot is not None]
         join = [r.phases.join for s in sizes for r in s.restarts if r.phases.join is not None]
@@ -397,9 +648,10 @@ def render_report(run: RunResult, command: str, plots: list[str]) -> str:
         "",
         f"How long a tradestats worker takes to become ready again, and how many changelog "
         f"records it replays, after a warm restart, a cold restart and a standby takeover, at "
-        f"several state sizes; and what the changelog's segment size does to a cold restore"
-        f"{quick}. Measured on {run.started[:10]} on the machine described below; regenerate "
-        f"with the command at the end.",
+        f"several state sizes, beside Kafka Streams restoring the same trades' state; and what "
+        f"the changelog's segment size does to a cold restore{quick}. Measured on "
+        f"{run.started[:10]} on the machine described below; regenerate with the command at "
+        "the end.",
         "",
         *(f"![{p}]({p})" for p in plots),
         "",
@@ -409,10 +661,24 @@ def render_report(run: RunResult, command: str, plots: list[str]) -> str:
         f"{plan.get('repeat')} run(s); range in brackets), and changelog records replayed into "
         "the local store for the worker's active partitions. *Standby takeover*: seconds from the "
         "moment the survivor was assigned the dead worker's partitions to its `/ready` answering "
-        "`200` for all partitions; the detection delay before that is in the takeover table.",
+        "`200` for all partitions; the detection delay before that is in the takeover table. "
+        "*Kafka Streams, cold*: the talk's topology restoring its window store from its "
+        "changelog after a start on an emptied state directory, on the same trades (see below).",
         "",
         _results_table(run),
         "",
+        "## Restore rate",
+        "",
+        "*Replay*: the cold start's replay phase (faust's recovery start → `Recovery complete`, "
+        "see below); records/s = records replayed over it. *Cold ÷ warm*: median cold over "
+        "median warm (SIGTERM) seconds to ready, the same state. *Standby copy*: the second "
+        "worker's standby records before the kill, and the seconds from its first assignment "
+        "to its standby counter reaching its final value (polled every 0.25 s: includes the "
+        "rebalance's own work, so the rate is a lower bound).",
+        "",
+        _rates_table(run),
+        "",
+        *_baseline_section(run),
         "## Where the time goes",
         "",
         "Each start split at log lines the worker writes anyway (wall clock, ms): *boot* = "
@@ -435,6 +701,7 @@ def render_report(run: RunResult, command: str, plots: list[str]) -> str:
         "",
         _standby_table(run),
         "",
+        *_kstreams_section(run),
         "## Segment size and cold restore",
         "",
         f"Cold restarts of a {format_count(int(plan.get('segment_state', 0)))}-aggregate state "
@@ -481,6 +748,14 @@ def render_report(run: RunResult, command: str, plots: list[str]) -> str:
         '`tradestats_changelog_records_restored_total{role="active"}` of the new process (the '
         "takeover: its increase on the survivor). faust's own recovery report (high-water minus "
         "local offset) is kept in the raw results as `offsets_replayed`.",
+        "- Kafka Streams: the main benchmark's contender (d) (`bench/kstreams`, the talk's "
+        "topology: 5 s windows advancing 1 s, one window store), one instance with one stream "
+        "thread, static membership and the same session timeout; its changelog has the "
+        "segment settings of tradestats' changelog. It processes the state run's trades once "
+        "(committed), is stopped, and is started again on an emptied state directory (cold) "
+        "and on the intact one (warm). Ready: its restore listener reported every changelog "
+        "partition restored and it is `RUNNING`, seconds from process start (the JVM's start "
+        "included, as the interpreter's is for tradestats).",
         "- The log cleaner: the broker wakes it every 2 s; before measuring cold restores the "
         "benchmark waits until the changelog's size on disk stops changing.",
         "- No load runs during the measurements, and the machine is not isolated: compare "

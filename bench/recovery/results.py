@@ -16,6 +16,7 @@ import msgspec
 
 __all__ = [
     "KINDS",
+    "Baseline",
     "KStreamsRestart",
     "KStreamsResult",
     "Phases",
@@ -188,6 +189,18 @@ class SegmentResult:
 
 
 @dataclass
+class Baseline:
+    """Another run's state-size series, shown beside this run's (the code before a change)."""
+
+    label: str
+    """What was measured, e.g. the commit and the restore path it has."""
+    started: str
+    finished: str
+    command: str
+    sizes: list[SizeResult]
+
+
+@dataclass
 class RunResult:
     started: str
     finished: str
@@ -199,6 +212,7 @@ class RunResult:
     broker: str
     sizes: list[SizeResult] = field(default_factory=list)
     segments: list[SegmentResult] = field(default_factory=list)
+    baseline: Baseline | None = None
 
 
 def median(values: list[float]) -> float:
