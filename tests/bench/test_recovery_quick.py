@@ -70,6 +70,13 @@ def test_quick_recovery_benchmark_runs_end_to_end(kafka: Broker, tmp_path: Path)
         assert takeover.partitions
         assert takeover.total_seconds > 0
         assert takeover.full_restore_records > 0
+        kstreams = size.kstreams  # Kafka Streams restoring the same trades' state
+        assert kstreams is not None
+        assert kstreams.live_keys > 0
+        ks_cold = [r.records_restored for r in kstreams.of_kind("cold")]
+        ks_warm = [r.records_restored for r in kstreams.of_kind("warm")]
+        assert len(ks_cold) == len(ks_warm) == QUICK.repeat, kstreams.restarts
+        assert min(ks_cold) >= kstreams.live_keys > max(ks_warm), kstreams
     assert [s.segment_bytes for s in run.segments] == list(QUICK.segment_sizes)
     for segment in run.segments:
         assert segment.state.aggregates == QUICK.segment_state
@@ -80,7 +87,9 @@ def test_quick_recovery_benchmark_runs_end_to_end(kafka: Broker, tmp_path: Path)
     for heading in (
         "## Time to ready and records replayed",
         "## Where the time goes",
+        "## Restore rate",
         "## Standby takeover",
+        "## Kafka Streams restoring the same state",
         "## Segment size and cold restore",
         "## Machine",
         "## Regenerate",
