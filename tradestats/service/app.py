@@ -93,7 +93,6 @@ def build_app(settings: Settings) -> Service:
         web_tables_enabled=False,
         web_metrics_enabled=False,
     )
-    app.transport = BatchingTransport(app.conf.broker_consumer, app, [settings.trades_topic])
     metrics = Metrics()
 
     trades = app.topic(
@@ -129,6 +128,9 @@ def build_app(settings: Settings) -> Service:
     )
     app.tables.add(table)
     changelog = table.changelog_topic_name
+    app.transport = BatchingTransport(
+        app.conf.broker_consumer, app, [settings.trades_topic, changelog]
+    )
 
     def spec(name: str, config: dict[str, Any], *, copartitioned: bool = False) -> TopicSpec:
         return TopicSpec(

@@ -12,25 +12,36 @@ a standby takeover all see the same state.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import faust
 import rocksdict
 from faust.stores import rocksdb
 from faust.tables.manager import TableManager
-from faust.types import TP, EventT
+from faust.tables.recovery import Recovery
+from faust.types import TP, AppT
+
+from tradestats.service.restore import BulkRecovery
+from tradestats.service.transport import BatchSchema
 
 __all__ = ["CheckpointStore", "PromptTableManager", "StateTable"]
 
 
 class PromptTableManager(TableManager):
-    """faust's table manager without its one-second pause before it subscribes.
+    """faust's table manager without its one-second pause before it subscribes, and with the
+    bulk changelog restore (:class:`.restore.BulkRecovery`).
 
     faust waits a second for tables that modules may still define while they are imported;
     tradestats defines its one table before the app starts, and the pause was half the time
     from process start to ready.
     """
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = BulkRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
     async def on_start(self) -> None:
         if not self.should_stop:  # stopped before it started: nothing to subscribe
@@ -54,18 +65,40 @@ class CheckpointStore(rocksdb.Store):
         batch.put(self.offset_key, str(offset).encode())
         self._db_for_partition(changelog.partition).write(batch)
 
+    def apply_changelog_records(self, partition: int, records: Sequence[Any], offset: int) -> None:
+        """Atomically write changelog records (aiokafka records, tombstones deleting) read
+        from the changelog up to ``offset``, and that offset."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        put, delete = batch.put, batch.delete
+        for record in records:
+            value = record.value
+            if value is None:
+                delete(record.key)
+            else:
+                put(record.key, value)
+        put(self.offset_key, str(offset).encode())
+        self._db_for_partition(partition).write(batch)
+
     def partition_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every stored record of one partition (faust's own offset marker excluded)."""
         return self._visible_items(self._db_for_partition(partition))
 
 
 class StateTable(faust.Table):
-    """A faust Table whose store is a :class:`CheckpointStore` and whose recovery is reported."""
+    """A faust Table whose store is a :class:`CheckpointStore`, restored in bulk, and whose
+    recovery is reported.
+
+    Its changelog is read in batches (the transport must batch the changelog topic, see
+    :mod:`.transport`): each event holds a partition's fetched records, passed on as they are.
+    """
 
     #: Called with the active partitions once faust has restored them after an assignment.
     on_recovered: Callable[[set[int]], Awaitable[None]] | None = None
-    #: Called with (records, standby?) for every changelog batch faust applies to RocksDB.
+    #: Called with (records, standby?) for every changelog batch applied to RocksDB.
     on_changelog_applied: Callable[[int, bool], None] | None = None
+
+    def __init__(self, app: AppT, **kwargs: Any) -> None:
+        super().__init__(app, schema=BatchSchema(), **kwargs)
 
     def _new_store_by_url(self, url: Any) -> CheckpointStore:
         return CheckpointStore(
@@ -87,12 +120,13 @@ class StateTable(faust.Table):
         assert isinstance(store, CheckpointStore)
         return store
 
-    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
-        events = list(batch)
-        super().apply_changelog_batch(events)
-        if self.on_changelog_applied is not None and events:
-            standby = self.app.assignor.is_standby(events[0].message.tp)
-            self.on_changelog_applied(len(events), standby)
+    def apply_changelog_records(
+        self, tp: TP, records: Sequence[Any], offset: int, *, standby: bool
+    ) -> None:
+        """Write a batch of changelog records and its last offset (see :mod:`.restore`)."""
+        self.store.apply_changelog_records(tp.partition, records, offset)
+        if self.on_changelog_applied is not None:
+            self.on_changelog_applied(len(records), standby)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)

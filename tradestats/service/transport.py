@@ -1,4 +1,5 @@
-"""Deliver the trades topic to the agent in per-partition batches instead of one event per record.
+"""Deliver the trades topic to the agent, and the state table's changelog to the restore, in
+per-partition batches instead of one event per record.
 
 faust turns every consumed record into a message, an event and a trip through the conductor,
 a queue and the stream iterator: about 13 k events/s here for an agent that does nothing,
@@ -8,8 +9,8 @@ event per fetched batch of a partition, whose value is the list of aiokafka reco
 carries the batch's last offset, so acking it commits the whole batch; faust records the offsets
 in between as a gap, the same bookkeeping it uses for compacted topics.
 
-Every other topic (changelogs during recovery and standby replication, faust's own topics) is
-delivered record by record, as before.
+The changelog's batches go to the table's bulk restore (:mod:`.restore`), for active recovery
+and standby replication alike; any other topic is delivered record by record, as before.
 
 It also closes a hole in faust's fetch loop: faust drops fetched records it does not hand over
 - those of a partition paused or revoked in the meantime, or all of them when the consumer
