@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shlex
 import sys
@@ -120,10 +121,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.report = args.report or args.work_dir / "benchmarks.md"
         args.json = args.json or args.work_dir / "benchmarks.json"
         args.plots_dir = args.plots_dir or args.work_dir
+        args.emit_profile = None  # the emit-path comparison belongs to the full report only
     else:
         args.report = args.report or REPO_ROOT / "docs" / "benchmarks.md"
         args.json = args.json or REPO_ROOT / "bench" / "results" / "benchmarks.json"
         args.plots_dir = args.plots_dir or REPO_ROOT / "docs"
+        args.emit_profile = REPO_ROOT / "bench" / "results" / "emitpath.json"
     args.cache_dir = args.cache_dir or default_cache_dir()
     densities = [float(part) for part in args.densities.split(",") if part.strip()]
     trades = [int(part) for part in args.trades.split(",") if part.strip()]
@@ -292,7 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     progress = Progress()
     result = asyncio.run(run(args, progress))
     result.write(args.json)
-    write_report(result, args.report, args.plots_dir)
+    profile = args.emit_profile
+    emit_profile = json.loads(profile.read_text()) if profile and profile.exists() else None
+    write_report(result, args.report, args.plots_dir, emit_profile)
     progress.say(f"results: {args.json}\nreport: {args.report}")
     progress.say(f"benchmark {'passed' if result.ok else 'FAILED'} in {result.seconds:.0f} s")
     sys.exit(0 if result.ok else 1)

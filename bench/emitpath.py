@@ -2,111 +2,282 @@
 
 Trades of one density are folded into a :class:`PartitionState` in batches as the worker gets
 them, and every window they close goes through the code the worker runs for it: ``close_windows``,
-the records of :func:`tradestats.core.codec.encode_results` and aiokafka's record-batch builder
-(what :class:`tradestats.service.output.Output` fills). Each stage is timed separately, per
-window result; ``--profile`` prints a cProfile summary of the whole loop instead. Kafka's round
-trips are not in it: that is what the sweep of ``python -m bench`` measures.
+the windowed keys and JSON values, and aiokafka's record-batch builder (what
+:class:`tradestats.service.output.Output` fills). Each stage is timed separately, per window
+result; ``--profile`` prints a cProfile summary of the whole loop instead. Kafka's round trips
+are not in it: that is what the sweep of ``python -m bench`` measures.
+
+``--against REV`` measures another revision of ``tradestats`` beside this one, in one session:
+it checks REV out into a temporary git worktree, runs each density in a fresh interpreter per
+tree, alternating trees, ``--repeat`` times, and keeps each stage's least CPU time (the least
+disturbed by the other jobs on a shared machine). ``--json`` writes that comparison for the
+report (``bench/results/emitpath.json`` is what ``python -m bench`` puts in
+``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
-
-from aiokafka.producer.message_accumulator import BatchBuilder
-
-from tests.oracle import Record
-from tradestats.core.codec import WindowStats, encode_results
-from tradestats.core.partition import PartitionState
-from tradestats.core.trades import encode_trade
-from tradestats.core.windows import WindowSpec
-from tradestats.loadgen import TradeGenerator, tickers
+from pathlib import Path
+from typing import Any, NamedTuple
 
 __all__ = ["main"]
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 _BATCH_BYTES = 256 * 1024  # the worker producer's max_batch_size
 _CHECKPOINT_EVERY = 6  # batches: about one poll of 20,000 records, as often as the worker
+STAGES = ("process", "close_windows", "encode", "batch append", "checkpoint")
 
 
-@dataclass
+class _Record(NamedTuple):
+    """A consumed record, as the state reads it."""
+
+    offset: int
+    timestamp: int
+    key: bytes
+    value: bytes
+
+
 class _Stages:
-    seconds: dict[str, float]
-    results: int = 0
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.results = 0
 
     def timed(self, stage: str, call: Callable[[], Any]) -> Any:
         started = time.process_time()
         value = call()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.process_time() - started
+        self.seconds[stage] += time.process_time() - started
         return value
 
 
-def _records(trades: int, names: list[str], rate: float) -> list[Record]:
-    generated = islice(iter(TradeGenerator(names, seed=42)), trades)
+def _encoder() -> Callable[[Sequence[Any]], tuple[list[bytes], list[bytes]]]:
+    """The tree's batch encoder; trees before 215d57a encoded each result on its own (in
+    ``Pipeline._send_results``), which is what this returns for them."""
+    from tradestats.core import codec
+
+    batch_encoder = getattr(codec, "encode_results", None)
+    if batch_encoder is not None:
+        return batch_encoder  # type: ignore[no-any-return]
+
+    def one_by_one(results: Sequence[Any]) -> tuple[list[bytes], list[bytes]]:
+        keys = [codec.encode_windowed_key(s.ticker, s.window_start) for s in results]
+        return keys, [codec.encode_window_stats(s) for s in results]
+
+    return one_by_one
+
+
+def _records(trades: int, tickers: int, rate: float) -> list[_Record]:
+    from tradestats.core.trades import encode_trade
+    from tradestats.loadgen import TradeGenerator
+    from tradestats.loadgen import tickers as ticker_names
+
+    generated = islice(iter(TradeGenerator(ticker_names(tickers), seed=42)), trades)
     return [
-        Record(0, i, 1_000_000 + i * 1000 // int(rate), t.ticker.encode(), encode_trade(t))
+        _Record(i, 1_000_000 + i * 1000 // int(rate), t.ticker.encode(), encode_trade(t))
         for i, t in enumerate(generated)
     ]
 
 
-def _append_all(results: list[WindowStats], keys: list[bytes], values: list[bytes]) -> int:
+def _append_all(
+    builder_type: Any, results: Sequence[Any], keys: list[bytes], values: list[bytes]
+) -> int:
     batches = 1
-    builder = BatchBuilder(_BATCH_BYTES, 0)
+    builder = builder_type(_BATCH_BYTES, 0)
     for stats, key, value in zip(results, keys, values, strict=True):
         timestamp = stats.window_end - 1
         if builder.append(timestamp=timestamp, key=key, value=value) is None:
-            builder = BatchBuilder(_BATCH_BYTES, 0)
+            builder = builder_type(_BATCH_BYTES, 0)
             builder.append(timestamp=timestamp, key=key, value=value)
             batches += 1
     return batches
 
 
-def run(records: list[Record], batch: int, stages: _Stages) -> None:
+def run(records: list[_Record], batch: int, stages: _Stages) -> None:
+    from aiokafka.producer.message_accumulator import BatchBuilder
+
+    from tradestats.core.partition import PartitionState
+    from tradestats.core.windows import WindowSpec
+
+    encode = _encoder()
     state = PartitionState(WindowSpec(5000, 1000))
     for begin in range(0, len(records), batch):
         chunk = records[begin : begin + batch]
         stages.timed("process", lambda chunk=chunk: state.process(chunk))
         results = stages.timed("close_windows", state.close_windows)
         if results:
-            encoded = stages.timed("encode_results", lambda r=results: encode_results(r))
-            stages.timed("batch append", lambda r=results, e=encoded: _append_all(r, *e))
+            encoded = stages.timed("encode", lambda r=results: encode(r))
+            stages.timed(
+                "batch append", lambda r=results, e=encoded: _append_all(BatchBuilder, r, *e)
+            )
             stages.results += len(results)
         if begin // batch % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
             stages.timed("checkpoint", state.checkpoint)
 
 
+def tickers_for(density: float, rate: float) -> int:
+    return max(1, round(rate / density))
+
+
+def measure(density: float, rate: float, trades: int, batch: int) -> dict[str, Any]:
+    """One density in this interpreter: CPU seconds per stage and the results emitted."""
+    tickers = tickers_for(density, rate)
+    records = _records(trades, tickers, rate)
+    stages = _Stages()
+    run(records, batch, stages)
+    return {"tickers": tickers, "results": stages.results, "seconds": stages.seconds}
+
+
+def _print_stages(label: str, trades: int, measured: dict[str, Any]) -> None:
+    results, seconds = measured["results"], measured["seconds"]
+    total = sum(seconds.values())
+    print(
+        f"{label}: {trades:,} trades, {measured['tickers']:,} tickers: {results:,} window "
+        f"results, {total:.2f} CPU s = {trades / total:,.0f} trades/s, "
+        f"{results / total:,.0f} results/s"
+    )
+    for stage, spent in seconds.items():
+        per = spent / results * 1e6 if results else 0.0
+        print(f"  {stage:15s} {spent:6.2f} s  {per:6.2f} us/result")
+
+
+# --- before and after --------------------------------------------------------------------
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO_ROOT), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _measure_in(tree: Path, args: argparse.Namespace, density: float) -> dict[str, Any]:
+    """One density measured in a fresh interpreter importing ``tradestats`` from ``tree``."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.emitpath",
+        "--tree",
+        str(tree),
+        "--child",
+        f"--density={density}",
+        f"--rate={args.rate}",
+        f"--trades={args.trades}",
+        f"--batch={args.batch}",
+    ]
+    done = subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _least(runs: list[dict[str, Any]]) -> dict[str, float]:
+    return {stage: min(run["seconds"][stage] for run in runs) for stage in STAGES}
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """Every density on REV's tree and on this one, alternating, ``--repeat`` times each."""
+    before_commit = _git("rev-parse", args.against)
+    after_commit = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--", "tradestats/core", "tradestats/loadgen.py"))
+    points = []
+    with tempfile.TemporaryDirectory(prefix="emitpath-") as scratch:
+        before_tree = Path(scratch) / "before"
+        _git("worktree", "add", "--detach", str(before_tree), before_commit)
+        try:
+            for density in args.densities:
+                runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+                for repeat in range(args.repeat):
+                    for side, tree in (("before", before_tree), ("after", REPO_ROOT)):
+                        runs[side].append(_measure_in(tree, args, density))
+                        print(f"density {density:g}, {side}, run {repeat + 1}/{args.repeat}")
+                first = runs["after"][0]
+                points.append(
+                    {
+                        "density": density,
+                        "tickers": first["tickers"],
+                        "results": first["results"],
+                        "before": _least(runs["before"]),
+                        "after": _least(runs["after"]),
+                    }
+                )
+        finally:
+            _git("worktree", "remove", "--force", str(before_tree))
+    return {
+        "command": " ".join(["python -m bench.emitpath", *sys.argv[1:]]),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "before": {"rev": args.against, "commit": before_commit},
+        "after": {
+            "rev": "HEAD" + (" (with uncommitted changes)" if dirty else ""),
+            "commit": after_commit,
+        },
+        "trades": args.trades,
+        "rate": args.rate,
+        "batch": args.batch,
+        "repeat": args.repeat,
+        "points": points,
+    }
+
+
+def _print_comparison(data: dict[str, Any]) -> None:
+    for point in data["points"]:
+        results = point["results"]
+        print(f"density {point['density']:g}: {results:,} window results, us per result")
+        for stage in (*STAGES, "total"):
+            before, after = (
+                sum(point[side].values()) if stage == "total" else point[side][stage]
+                for side in ("before", "after")
+            )
+            print(
+                f"  {stage:15s} before {before / results * 1e6:7.2f}  "
+                f"after {after / results * 1e6:7.2f}"
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.emitpath", description=__doc__)
     parser.add_argument("--density", type=float, default=1.0, help="trades / ticker / s")
+    parser.add_argument(
+        "--densities", default="0.1,1,10,100", help="with --against: the densities compared"
+    )
     parser.add_argument("--rate", type=float, default=10_000.0, help="trades / s of event time")
-    parser.add_argument("--trades", type=int, default=300_000)
+    parser.add_argument("--trades", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=3_333, help="records per batch event")
     parser.add_argument("--profile", action="store_true", help="cProfile summary instead")
+    parser.add_argument("--against", help="a git revision to measure beside this tree")
+    parser.add_argument("--repeat", type=int, default=3, help="with --against: runs per tree")
+    parser.add_argument("--json", type=Path, help="with --against: write the comparison here")
+    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)  # import tradestats from
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # print JSON
     args = parser.parse_args(argv)
-    names = tickers(max(1, round(args.rate / args.density)))
-    records = _records(args.trades, names, args.rate)
-    stages = _Stages({})
+    if args.tree is not None:
+        if "tradestats" in sys.modules:
+            raise RuntimeError("tradestats imported before --tree took effect")
+        sys.path.insert(0, str(args.tree.resolve()))
+    if args.against:
+        args.densities = [float(part) for part in args.densities.split(",") if part.strip()]
+        data = compare(args)
+        _print_comparison(data)
+        if args.json:
+            args.json.write_text(json.dumps(data, indent=2) + "\n")
+        return
     if args.profile:
+        records = _records(args.trades, tickers_for(args.density, args.rate), args.rate)
         profiler = cProfile.Profile()
-        profiler.runcall(run, records, args.batch, stages)
+        profiler.runcall(run, records, args.batch, _Stages())
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    started = time.process_time()
-    run(records, args.batch, stages)
-    total = time.process_time() - started
-    print(
-        f"{args.trades:,} trades, {len(names):,} tickers ({args.density:g} trades/ticker/s): "
-        f"{stages.results:,} window results, {total:.2f} s = {args.trades / total:,.0f} trades/s"
-        f", {stages.results / total:,.0f} results/s"
-    )
-    for stage, seconds in stages.seconds.items():
-        per = seconds / stages.results * 1e6 if stages.results else 0.0
-        print(f"  {stage:15s} {seconds:6.2f} s  {per:6.2f} us/result")
+    measured = measure(args.density, args.rate, args.trades, args.batch)
+    if args.child:
+        print(json.dumps(measured))
+    else:
+        _print_stages(f"{args.density:g} trades/ticker/s", args.trades, measured)
 
 
 if __name__ == "__main__":
