@@ -111,6 +111,7 @@ def _baseline(args: argparse.Namespace) -> Baseline | None:
         finished=other.finished,
         command=other.command,
         sizes=other.sizes,
+        segments=other.segments,
     )
 
 

@@ -198,6 +198,7 @@ class Baseline:
     finished: str
     command: str
     sizes: list[SizeResult]
+    segments: list[SegmentResult] = field(default_factory=list)
 
 
 @dataclass
