@@ -47,12 +47,17 @@ __all__ = ["NO_HEADERS", "Delivery", "DeliveryError", "Output", "OutputRecord"]
 
 log = logging.getLogger(__name__)
 
-#: (key, value, timestamp in ms or None, headers)
-OutputRecord = tuple[bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]
+#: (key, value, timestamp in ms or None, headers or None)
+OutputRecord = tuple[bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]
 
-#: The headers of a record without any: one shared list (aiokafka's builder takes a list and
-#: only reads it), not a new one per record.
-NO_HEADERS: list[tuple[str, bytes]] = []
+#: The headers of a record without any. None rather than an empty list: a tuple holding only
+#: bytes, ints and None is untracked by the cyclic garbage collector once it has seen it, and
+#: the records of a checkpoint interval (a million at thin densities) stay alive until their
+#: batches are acknowledged; holding a list, each tuple stayed tracked and every full
+#: collection walked them all.
+NO_HEADERS = None
+#: What aiokafka's batch builder gets for them (it takes a list only, and only reads it).
+_EMPTY_HEADERS: list[tuple[str, bytes]] = []
 
 #: A producer being replaced gets this long to hand back what it holds before it is dropped.
 _STOP_TIMEOUT_S = 10.0
@@ -158,6 +163,7 @@ class Output:
         held = batch.delivery.records
         for record in records:
             key, value, timestamp, headers = record
+            headers = headers or _EMPTY_HEADERS
             if append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
                 batch = self._open_batch(lane)
                 append = batch.builder.append
