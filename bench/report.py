@@ -5,6 +5,7 @@ Generated whole from a run's results, so the document never mixes figures from d
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,15 @@ METHOD = """\
 """
 
 
-NOTES = """\
-## Notes on the contenders
-
+#: One paragraph per contender, by key: only the contenders of the run are described.
+NOTES = {
+    "a": """\
 - **(a) tradestats** runs as deployed (`python -m tradestats worker`), configured by environment
   variables only, all defaults except the topics, app id, data directory and web port. It is
   not instrumented for the benchmark: its clock starts at its log line `ready: active partitions`
   (partitions assigned, state restored; it starts fetching at once): a fetch early, never late.
+""",
+    "b": """\
 - **(b) faust textbook** (`bench/contenders/faust_app.py`): `Table(...).hopping(5, 1,
   expires=1 h)` on RocksDB, `table[ticker] += trade` (a read-modify-write of each of the
   trade's five windows, five changelog records per trade), `faust.Record` models. What the
@@ -77,21 +80,28 @@ NOTES = """\
   trade it reads the five windows it changed (`.delta(0..4)`) and sends each to the output
   topic (five output records per trade, like Kafka Streams without a record cache); the last
   update of each window is checked. Part of its cost is that emission.
+""",
+    "c": """\
 - **(c) Quix Streams** runs in a virtual environment of its own (it requires `pydantic<2.14`,
   the project pins 2.14). `hopping_window(5000, 1000).reduce(...)` computing the same
   statistics, `.final(closing_strategy="partition")`: windows close on the partition's stream
   time as in Kafka Streams; Quix's default (`"key"`) would leave every ticker's last windows
   open. Checkpoint (commit) interval 1 s instead of its default 5 s.
+""",
+    "d": """\
 - **(d) Kafka Streams** (`bench/kstreams`, Java 17, Kafka Streams 4.1.2): the talk's topology
   with `TimeWindows.ofSizeWithNoGrace(5 s).advanceBy(1 s)`, Gson serdes as in the talk's demo,
   `commit.interval.ms=1000` (default 30 s), default record cache (10 MB) and JVM options.
   Without suppress it emits updates, coalesced per commit by the cache; **(d2)** adds
   `suppress(untilWindowCloses(unbounded()))` and emits final results.
+""",
+    "e": """\
 - **(e) bare aiokafka**: a consumer group reading in batches of up to 20,000 records, each
   value decoded by msgspec into a typed struct (the fastest JSON decoder in the project's
   environment; orjson is not installed there), uvloop, auto-commit every second. No state, no
   output: the ceiling for a Python consumer on this machine.
-"""
+""",
+}
 
 
 def _ratio(value: float | None, reference: float | None) -> str:
@@ -261,6 +271,17 @@ def _emit_path(profile: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _not_run(ran: Iterable[str]) -> list[str]:
+    """A line naming the described contenders this run left out (``--only``)."""
+    missing = [NOTES[key].split("**")[1] for key in NOTES if key not in set(ran)]
+    if not missing:
+        return []
+    return [
+        f"Not in this run (left out with `--only`, see the command below): {', '.join(missing)}.",
+        "",
+    ]
+
+
 def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
@@ -368,7 +389,11 @@ def write_report(
             latency_seconds=s["latency_seconds"],
             latency_warmup=s["latency_warmup"],
         ),
-        NOTES,
+        "## Notes on the contenders",
+        "",
+        *(NOTES[key].rstrip("\n") for key in contenders if key in NOTES),
+        "",
+        *_not_run(contenders.keys()),
         "## Machine",
         "",
         f"- CPU: {m['cpu_model']}, {m['logical_cores']} logical cores "
