@@ -198,12 +198,14 @@ def _baseline_plot(run: RunResult, path: Path) -> None:
         )
     left.set(ylabel="seconds to /ready 200", title="Cold start to ready")
     right.set_yscale("log")
+    right.set_ylim(top=right.get_ylim()[1] * 10)  # room for the legend above the bars
     right.set(ylabel="changelog records/s", title="Restore rate")
     for ax in (left, right):
         ax.set_xticks(xs, [format_count(after.state.target_aggregates) for _, after in pairs])
         ax.set_xlabel("stored aggregates")
         ax.grid(True, axis="y", which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    left.legend(fontsize=8)
+    right.legend(fontsize=8, ncol=2, loc="upper center")
     fig.suptitle(f"Before and after: {run.baseline.label}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

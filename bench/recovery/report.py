@@ -735,8 +735,11 @@ def render_report(run: RunResult, command: str, plots: list[str]) -> str:
         "see below); records/s = records replayed over it. *Cold ÷ warm*: median cold over "
         "median warm (SIGTERM) seconds to ready, the same state. *Standby copy*: the second "
         "worker's standby records before the kill, and the seconds from its first assignment "
-        "to its standby counter reaching its final value (polled every 0.25 s: includes the "
-        "rebalance's own work, so the rate is a lower bound).",
+        "to its standby counter reaching its final value (polled every 0.25 s). The survivor "
+        "starts on an empty volume: faust starts standby replay only after the cold restore of "
+        "the survivor's own active partitions, and loading those into memory runs alongside "
+        "it, so this rate is a lower bound on the standby path itself (the bulk path logs its "
+        "own figure, `standby copies caught up: ... records/s`).",
         "",
         _rates_table(run),
         "",
