@@ -847,7 +847,20 @@ def render_report(run: RunResult, command: str, plots: list[str]) -> str:
         "```",
         "",
         "Re-render this page and the plots from the raw results without measuring again: "
-        "`.venv/bin/python -m bench.recovery --from-results <results.json>`.",
+        "`.venv/bin/python -m bench.recovery --from-results <results.json>`"
+        + ("." if run.quick else " (this page's: `bench/results/recovery.json`)."),
+        *(
+            [
+                "",
+                "The before/after section: the same command run on the code before the change "
+                "(a `git worktree` of it with its own venv; `--no-kstreams` measures only "
+                "tradestats), its results attached with `--from-results <results.json> "
+                "--baseline <its results.json> --baseline-label '<what it is>'` (kept in the "
+                "results file).",
+            ]
+            if run.baseline is not None
+            else []
+        ),
         "",
     ]
     return "\n".join(parts)
