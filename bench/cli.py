@@ -6,7 +6,9 @@ the number of tickers the trades are spread over is event rate / density, and wi
 window results per trade change: about 5 at 0.1 (each trade opens five windows of its own), 1
 at 1, 0.01 at 100. A point's trade count is its own (``--trades``, one number or one per
 point): a thin point costs every contender many times more per trade, so the full sweep gives
-the thin points fewer trades and the whole run stays within about half an hour.
+the thin points fewer trades: about 12 minutes for every contender but the textbook faust
+version, which takes about 90 minutes more (some 500 trades/s at every density;
+``--only a,c,d,d2,e`` leaves it out).
 
 The broker is the project's own (``devtools.kafka.LocalKafka`` under
 ``.local/bench-kafka``, reused when already running) unless ``KAFKA_BOOTSTRAP_SERVERS`` or
