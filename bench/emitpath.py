@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -71,7 +72,7 @@ def _encoder() -> Callable[[Sequence[Any]], tuple[list[bytes], list[bytes]]]:
 
     def one_by_one(results: Sequence[Any]) -> tuple[list[bytes], list[bytes]]:
         keys = [codec.encode_windowed_key(s.ticker, s.window_start) for s in results]
-        return keys, [codec.encode_window_stats(s) for s in results]
+        return keys, [codec.encode_window_stats(s) for s in results]  # type: ignore[attr-defined]
 
     return one_by_one
 
@@ -112,13 +113,11 @@ def run(records: list[_Record], batch: int, stages: _Stages) -> None:
     state = PartitionState(WindowSpec(5000, 1000))
     for begin in range(0, len(records), batch):
         chunk = records[begin : begin + batch]
-        stages.timed("process", lambda chunk=chunk: state.process(chunk))
+        stages.timed("process", partial(state.process, chunk))
         results = stages.timed("close_windows", state.close_windows)
         if results:
-            encoded = stages.timed("encode", lambda r=results: encode(r))
-            stages.timed(
-                "batch append", lambda r=results, e=encoded: _append_all(BatchBuilder, r, *e)
-            )
+            encoded = stages.timed("encode", partial(encode, results))
+            stages.timed("batch append", partial(_append_all, BatchBuilder, results, *encoded))
             stages.results += len(results)
         if begin // batch % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
             stages.timed("checkpoint", state.checkpoint)

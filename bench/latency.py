@@ -47,10 +47,10 @@ def _windows_of(timestamp: int) -> range:
     return range(first, timestamp + 1, WINDOW_ADVANCE_MS)
 
 
-def _percentile(values: list[float], q: float) -> float:
+def _percentile(values: list[float], q: int) -> float:
     if len(values) == 1:
         return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]  # type: ignore[index]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 class _Tail:

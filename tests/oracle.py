@@ -13,6 +13,7 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 TICKER = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
@@ -99,7 +100,7 @@ def expected_windows(
 
 def window_value(
     ticker: str, start: int, size_ms: int, trades: list[tuple[float, int, str]]
-) -> dict:
+) -> dict[str, Any]:
     """The output value the specification asks for, computed from the window's trade list."""
     prices = [price for price, _, _ in trades]
     volume = sum(size for _, size, _ in trades)
@@ -119,7 +120,9 @@ def window_value(
     }
 
 
-def assert_window_values_match(actual: dict, expected: dict, rel: float = 1e-9) -> None:
+def assert_window_values_match(
+    actual: dict[str, Any], expected: dict[str, Any], rel: float = 1e-9
+) -> None:
     """Exact for integers and strings, ``rel`` for floats (summation order differs)."""
     assert actual.keys() == expected.keys(), (actual, expected)
     for name, want in expected.items():

@@ -337,7 +337,7 @@ def _baseline_section(run: RunResult) -> list[str]:
                 _baseline_segments_table(run),
                 "",
             ]
-            if run.baseline.segments and run.segments
+            if baseline.segments and run.segments
             else []
         ),
     ]
