@@ -9,13 +9,13 @@ from typing import Any
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from tradestats.service.transport import RecordBatch, _BatchingConsumer
+from tradestats.service.transport import BatchingConsumer, RecordBatch
 
 TRADES = TP("trades", 0)
 
 
 def consumer() -> Any:
-    instance: Any = object.__new__(_BatchingConsumer)  # no app, no broker: only the bookkeeping
+    instance: Any = object.__new__(BatchingConsumer)  # no app, no broker: only the bookkeeping
     instance.batched_topics = frozenset({"trades"})
     instance._acked = defaultdict(list)
     instance._acked_index = defaultdict(set)

@@ -24,10 +24,11 @@ The order of operations is what makes the results exact under failure (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar, cast
 
 from faust.types import TP, AppT, EventT
@@ -45,7 +46,7 @@ from tradestats.service.output import (
     OutputRecord,
 )
 from tradestats.service.store import StateTable
-from tradestats.service.transport import RecordBatch
+from tradestats.service.transport import BatchingConsumer, RecordBatch
 from tradestats.settings import Settings
 
 __all__ = ["Pipeline"]
@@ -76,6 +77,8 @@ class Pipeline(Service):
         self._pending_events: dict[int, list[EventT]] = {}
         self._in_flight: list[Delivery] = []  # results and dead letters not yet acknowledged
         self._last_trade: dict[int, float] = {}
+        self._cluster_view: Hashable = None  # as the idle check last saw it
+        self._cluster_steady_since = time.monotonic()
         self._idle_closing: dict[int, asyncio.Event] = {}
         self._priced: dict[int, set[str]] = {}  # tickers with a window_avg_price series
         self._checkpoint_lock = asyncio.Lock()
@@ -335,23 +338,34 @@ class Pipeline(Service):
 
         No trade for ``WINDOW_IDLE_CLOSE_MS`` is not enough: during a broker outage nothing
         arrives either, while producers buffer what they keep writing. A partition is idle when
-        it got no trade for that long *while the broker was reachable*, and the broker confirms
-        there is nothing left to read in it. After an outage the count starts again, which
-        gives producers time to deliver their buffers.
+        it got no trade for that long *while the broker was reachable and the cluster steady*,
+        and the broker confirms there is nothing left to read in it. After an outage, and
+        after the brokers, a quiet partition's leader or its in-sync replicas changed (a
+        bounce: producers writing with acks=all wait until the leader moves or the in-sync
+        set shrinks), the count starts again, which gives producers time to deliver their
+        buffers.
         """
+        if now - self._last_idle_check < 1.0:
+            return
+        self._last_idle_check = now
         idle_after = self.settings.window_idle_close_ms / 1000.0
         quiet = [
             partition
             for partition, last in self._last_trade.items()
             if now - last >= idle_after and partition in self._states
         ]
-        if not quiet or now - self._last_idle_check < 1.0:
-            return
-        self._last_idle_check = now
+        consumer = self.app.consumer
+        assert isinstance(consumer, BatchingConsumer)
         topic = self.settings.trades_topic
+        held = [TP(topic, p) for p in sorted(self._states)]
+        if not quiet:  # only note what the consumer's metadata says, without asking
+            with contextlib.suppress(Exception):  # no consumer (starting, stopping)
+                self._note_cluster(await consumer.cluster_view(held, refresh=False), now)
+            return
         try:
+            view = await asyncio.wait_for(consumer.cluster_view(held, refresh=True), timeout=2.0)
             ends = await asyncio.wait_for(
-                self.app.consumer.highwaters(*(TP(topic, p) for p in quiet)), timeout=2.0
+                consumer.highwaters(*(TP(topic, p) for p in quiet)), timeout=2.0
             )
         except Exception as exc:  # the broker is unreachable: the input did not stop
             if self._reachable_since is not None:
@@ -360,7 +374,8 @@ class Pipeline(Service):
             return
         if self._reachable_since is None:
             self._reachable_since = now
-        if now - self._reachable_since < idle_after:
+        self._note_cluster(view, now)
+        if now - max(self._reachable_since, self._cluster_steady_since) < idle_after:
             return
         for partition in quiet:
             state = self._states.get(partition)
@@ -384,6 +399,14 @@ class Pipeline(Service):
             finally:
                 del self._idle_closing[partition]
                 done.set()
+
+    def _note_cluster(self, view: Hashable, now: float) -> None:
+        """Restart the idle counts if brokers, leaders or in-sync replicas changed."""
+        if view != self._cluster_view:
+            if self._cluster_view is not None:
+                self._cluster_steady_since = now
+                log.info("brokers, leaders or in-sync replicas changed: idle counts restarted")
+            self._cluster_view = view
 
     # --- assignment ----------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ partition is sought back to it, unless someone sought since the fetch.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Hashable, Iterable, Sequence
 from typing import Any
 
 import faust
@@ -32,7 +32,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT, Message
 from faust.types.tuples import ConsumerMessage
 
-__all__ = ["BatchSchema", "BatchingTransport", "RecordBatch"]
+__all__ = ["BatchSchema", "BatchingConsumer", "BatchingTransport", "RecordBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,24 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             consumer.seek(tp, offset)  # synchronous: no fetch can move it meanwhile
             log.info("%s: fetching again from offset %d (fetched, not handed over)", tp, offset)
 
+    async def cluster_view(self, partitions: Sequence[TP], refresh: bool) -> Hashable:
+        """See :meth:`BatchingConsumer.cluster_view`."""
+        view: Hashable = await self.call_thread(self._cluster_view, partitions, refresh)
+        return view
 
-class _BatchingConsumer(faust_aiokafka.Consumer):
+    async def _cluster_view(self, partitions: Sequence[TP], refresh: bool) -> Hashable:
+        client = self._ensure_consumer()._client
+        if refresh:
+            await client.force_metadata_update()
+        cluster = client.cluster
+        states = []
+        for tp in partitions:
+            found = cluster._partitions.get(tp.topic, {}).get(tp.partition)
+            states.append((tp, found and (found.leader, tuple(sorted(found.isr)))))
+        return frozenset(broker.nodeId for broker in cluster.brokers()), tuple(states)
+
+
+class BatchingConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer, wrapping the batched topics' records into one message each."""
 
     batched_topics: frozenset[str] = frozenset()
@@ -117,6 +133,14 @@ class _BatchingConsumer(faust_aiokafka.Consumer):
             resume = delivered.get(tp, first - 1) + 1
             if resume <= last:
                 await thread.rewind(tp, resume, if_at=last + 1)
+
+    async def cluster_view(self, partitions: Sequence[TP], *, refresh: bool) -> Hashable:
+        """The brokers, and the leader and in-sync replicas of each partition, as the
+        consumer's metadata says (fetched anew first if ``refresh``): equal views mean
+        nothing moved in between that the metadata showed."""
+        thread = self._thread
+        assert isinstance(thread, _ConsumerThread)
+        return await thread.cluster_view(partitions, refresh)
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109
         records, active_partitions = await super()._wait_next_records(timeout)
@@ -181,7 +205,7 @@ class _BatchingConsumer(faust_aiokafka.Consumer):
 class BatchingTransport(faust_aiokafka.Transport):
     """The aiokafka transport whose consumer batches the given topics (see module docstring)."""
 
-    Consumer = _BatchingConsumer
+    Consumer = BatchingConsumer
 
     def __init__(self, urls: Iterable[Any], app: AppT, batched_topics: Iterable[str]) -> None:
         super().__init__(list(urls), app)
@@ -189,6 +213,6 @@ class BatchingTransport(faust_aiokafka.Transport):
 
     def create_consumer(self, callback: Any, **kwargs: Any) -> Any:
         consumer = super().create_consumer(callback, **kwargs)
-        assert isinstance(consumer, _BatchingConsumer)
+        assert isinstance(consumer, BatchingConsumer)
         consumer.batched_topics = self.batched_topics
         return consumer

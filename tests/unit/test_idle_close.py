@@ -1,0 +1,70 @@
+"""Idle close: a quiet partition's windows wait while the cluster moves under producers."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from tradestats.service.metrics import Metrics
+from tradestats.service.pipeline import Pipeline
+from tradestats.service.transport import BatchingConsumer
+from tradestats.settings import Settings
+
+pytestmark = pytest.mark.asyncio
+
+SETTINGS = Settings(window_idle_close_ms=2000)
+TRADES = TP(SETTINGS.trades_topic, 0)
+
+
+class FakeConsumer(BatchingConsumer):
+    """A cluster view the test sets, and every end-offset lookup asked for."""
+
+    def __init__(self) -> None:  # no app, no broker
+        self.view: Any = ("brokers 1 2 3", "leader 1")
+        self.refreshes = 0
+        self.lookups: list[tuple[TP, ...]] = []
+
+    async def cluster_view(self, partitions: Any, *, refresh: bool) -> Any:
+        self.refreshes += refresh
+        return self.view
+
+    async def highwaters(self, *partitions: TP) -> Any:
+        self.lookups.append(partitions)
+        return {tp: 10**9 for tp in partitions}  # unread input: nothing is closed
+
+
+@pytest.fixture
+def pipeline() -> Pipeline:
+    app: Any = SimpleNamespace(consumer=FakeConsumer(), consumer_generation_id=1)
+    table: Any = SimpleNamespace(changelog_topic_name="changelog")
+    pipeline = Pipeline(app, SETTINGS, table=table, metrics=Metrics())
+    pipeline._states[0] = SimpleNamespace(applied_offset=5)
+    pipeline._last_trade[0] = pipeline._cluster_steady_since = 100.0
+    return pipeline
+
+
+async def test_a_quiet_partition_is_looked_up_after_the_idle_time(pipeline: Pipeline) -> None:
+    consumer = pipeline.app.consumer
+    await pipeline._close_idle_partitions(101.0)
+    assert (consumer.lookups, consumer.refreshes) == ([], 0)  # 1 s: not quiet, no request
+    await pipeline._close_idle_partitions(102.5)
+    assert consumer.lookups == [(TRADES,)]
+    assert consumer.refreshes == 1  # the decision is taken on fresh metadata
+
+
+async def test_a_cluster_change_restarts_the_idle_count(pipeline: Pipeline) -> None:
+    """A broker bounce: producers wait for the new leader or the smaller in-sync set."""
+    consumer = pipeline.app.consumer
+    await pipeline._close_idle_partitions(101.0)  # the view as it was
+    consumer.view = ("brokers 2 3", "leader 2")
+    await pipeline._close_idle_partitions(102.5)
+    assert pipeline._cluster_steady_since == 102.5
+    assert consumer.lookups == [(TRADES,)]  # asked, but no close decided: not steady yet
+    await pipeline._close_idle_partitions(103.6)
+    assert pipeline._cluster_steady_since == 102.5
+    consumer.view = ("brokers 1 2 3", "leader 2")  # the node is back
+    await pipeline._close_idle_partitions(104.7)
+    assert pipeline._cluster_steady_since == 104.7
