@@ -42,7 +42,7 @@ def pipeline() -> Pipeline:
     table: Any = SimpleNamespace(changelog_topic_name="changelog")
     pipeline = Pipeline(app, SETTINGS, table=table, metrics=Metrics())
     pipeline._states[0] = SimpleNamespace(applied_offset=5)
-    pipeline._last_trade[0] = pipeline._cluster_steady_since = 100.0
+    pipeline._last_trade[0] = pipeline._steady_since = 100.0
     return pipeline
 
 
@@ -61,10 +61,10 @@ async def test_a_cluster_change_restarts_the_idle_count(pipeline: Pipeline) -> N
     await pipeline._close_idle_partitions(101.0)  # the view as it was
     consumer.view = ("brokers 2 3", "leader 2")
     await pipeline._close_idle_partitions(102.5)
-    assert pipeline._cluster_steady_since == 102.5
+    assert pipeline._steady_since == 102.5
     assert consumer.lookups == [(TRADES,)]  # asked, but no close decided: not steady yet
     await pipeline._close_idle_partitions(103.6)
-    assert pipeline._cluster_steady_since == 102.5
+    assert pipeline._steady_since == 102.5
     consumer.view = ("brokers 1 2 3", "leader 2")  # the node is back
     await pipeline._close_idle_partitions(104.7)
-    assert pipeline._cluster_steady_since == 104.7
+    assert pipeline._steady_since == 104.7

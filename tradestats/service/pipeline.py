@@ -78,7 +78,6 @@ class Pipeline(Service):
         self._in_flight: list[Delivery] = []  # results and dead letters not yet acknowledged
         self._last_trade: dict[int, float] = {}
         self._cluster_view: Hashable = None  # as the idle check last saw it
-        self._cluster_steady_since = time.monotonic()
         self._idle_closing: dict[int, asyncio.Event] = {}
         self._priced: dict[int, set[str]] = {}  # tickers with a window_avg_price series
         self._checkpoint_lock = asyncio.Lock()
@@ -93,7 +92,9 @@ class Pipeline(Service):
         self._recovered_generation: int | None = None
         self._last_progress = time.monotonic()
         self._last_idle_check = 0.0
-        self._reachable_since: float | None = time.monotonic()
+        # Since when the broker answered and the cluster view stayed the same (None: the
+        # broker is unreachable); the idle count of a quiet partition starts no earlier.
+        self._steady_since: float | None = time.monotonic()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -368,14 +369,14 @@ class Pipeline(Service):
                 consumer.highwaters(*(TP(topic, p) for p in quiet)), timeout=2.0
             )
         except Exception as exc:  # the broker is unreachable: the input did not stop
-            if self._reachable_since is not None:
+            if self._steady_since is not None:
                 log.info("cannot reach the broker (%r): open windows stay open", exc)
-            self._reachable_since = None
+            self._steady_since = None
             return
-        if self._reachable_since is None:
-            self._reachable_since = now
+        if self._steady_since is None:
+            self._steady_since = now
         self._note_cluster(view, now)
-        if now - max(self._reachable_since, self._cluster_steady_since) < idle_after:
+        if now - self._steady_since < idle_after:
             return
         for partition in quiet:
             state = self._states.get(partition)
@@ -404,7 +405,8 @@ class Pipeline(Service):
         """Restart the idle counts if brokers, leaders or in-sync replicas changed."""
         if view != self._cluster_view:
             if self._cluster_view is not None:
-                self._cluster_steady_since = now
+                if self._steady_since is not None:  # else it starts when the broker answers
+                    self._steady_since = now
                 log.info("brokers, leaders or in-sync replicas changed: idle counts restarted")
             self._cluster_view = view
 
