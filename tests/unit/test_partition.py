@@ -321,3 +321,28 @@ def test_replayed_records_at_or_below_the_applied_offset_are_skipped() -> None:
     assert state.process(records).aggregated == 5
     again = state.process(records[2:])
     assert (again.aggregated, again.replayed) == (0, 3)
+
+
+def test_records_of_a_known_ticker_are_still_checked_against_their_key() -> None:
+    """Once a ticker was seen valid, its trades take a faster check: one that still rejects
+    a missing or different key, and invalid values."""
+    state = PartitionState(WindowSpec(5000, 1000))
+    value = trade_value("MMM", 1.0, 1, "ASK")
+    records = [
+        Record(0, 0, 1000, b"MMM", value),
+        Record(0, 1, 1001, None, value),
+        Record(0, 2, 1002, b"ABT", value),
+        Record(0, 3, 1003, b"mmm", value),
+        Record(0, 4, 1004, b"MMM", b'{"type":"ASK","ticker":"MMM","price":0,"size":1}'),
+        Record(0, 5, 1005, b"MMM", None),
+        Record(0, 6, 1006, b"MMM", value),
+    ]
+    outcome = state.process(records)
+    assert outcome.aggregated == 2
+    assert [(d.record.offset, d.reason) for d in outcome.dead_letters] == [
+        (1, Reason.KEY_MISSING),
+        (2, Reason.KEY_MISMATCH),
+        (3, Reason.KEY_MISMATCH),
+        (4, Reason.BAD_PRICE),
+        (5, Reason.TOMBSTONE),
+    ]

@@ -39,7 +39,14 @@ from tradestats.core.codec import (
     encode_pane_parts,
     encode_partition_meta,
 )
-from tradestats.core.trades import Reason, Rejected, decode_trade
+from tradestats.core.trades import (
+    Reason,
+    Rejected,
+    Trade,
+    checked_keys,
+    decode_trade,
+    decode_value,
+)
 from tradestats.core.windows import NO_TIME, WindowSpec
 
 __all__ = [
@@ -112,6 +119,9 @@ class _Ticker(msgspec.Struct, gc=False):
     changed: dict[int, int] = msgspec.field(default_factory=dict)
 
 
+_UNCHECKED = object()  # equal to no record key
+
+
 class PartitionState:
     """Aggregates one partition's trades into hopping windows (see module docstring)."""
 
@@ -145,18 +155,30 @@ class PartitionState:
         dirty = self._dirty
         track_changes = self.emit_mode is EmitMode.UPDATE
         stream_time = self.stream_time
+        fresh_pane = self._fresh_pane
         applied = self.applied_offset
+        decode = decode_value
+        keys = checked_keys
+        type_bits = TYPE_BITS
+        aggregated = replayed = 0
         for record in records:
             offset = record.offset
             if offset <= applied:
-                outcome.replayed += 1
+                replayed += 1
                 continue
             applied = offset
-            try:
-                trade = decode_trade(record.key, record.value)
-            except Rejected as rejected:
-                dead_letters.append(DeadLetter(record, rejected.reason, rejected.detail))
-                continue
+            key = record.key
+            value = record.value
+            try:  # the hot path of decode_trade (see trades.decode_value)
+                trade: Trade | None = None if value is None else decode(value)
+            except Exception:  # whatever it was, decode_trade says why
+                trade = None
+            if trade is None or keys.get(trade.ticker, _UNCHECKED) != key:
+                try:
+                    trade = decode_trade(key, value)
+                except Rejected as rejected:
+                    dead_letters.append(DeadLetter(record, rejected.reason, rejected.detail))
+                    continue
             timestamp = record.timestamp
             if timestamp < 0:
                 dead_letters.append(
@@ -167,8 +189,9 @@ class PartitionState:
                 stream_time = self.stream_time = timestamp
                 if stream_time >= self._next_boundary:
                     self._advance_clock()
+                    fresh_pane = self._fresh_pane
             pane = timestamp - timestamp % pane_ms
-            if pane >= self._fresh_pane:
+            if pane >= fresh_pane:
                 eligibility = 0
             else:
                 found = spec.eligibility(pane, stream_time)
@@ -189,23 +212,26 @@ class PartitionState:
             if ticker is None:
                 ticker = tickers[name] = _Ticker()
             elif offset <= ticker.applied_offset:
-                outcome.replayed += 1
+                replayed += 1
                 continue
-            by_eligibility = ticker.panes.get(pane)
+            panes = ticker.panes
+            by_eligibility = panes.get(pane)
             if by_eligibility is None:
-                by_eligibility = ticker.panes[pane] = {}
+                by_eligibility = panes[pane] = {}
                 self._pane_tickers.setdefault(pane, set()).add(name)
             agg = by_eligibility.get(eligibility)
             if agg is None:
                 agg = by_eligibility[eligibility] = Aggregate()
-            agg.add(trade.price, trade.size, TYPE_BITS[trade.type])
+            agg.add(trade.price, trade.size, type_bits[trade.type])
             ticker.applied_offset = offset
             if track_changes:
                 changed = ticker.changed.get(pane)
                 if changed is None or eligibility < changed:
                     ticker.changed[pane] = eligibility
             dirty.add(name)
-            outcome.aggregated += 1
+            aggregated += 1
+        outcome.aggregated = aggregated
+        outcome.replayed = replayed
         if applied != self.applied_offset:
             self.applied_offset = applied
             self._meta_dirty = True
