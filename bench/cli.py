@@ -54,7 +54,7 @@ QUICK = {
     "timeout": 300.0,
 }
 FULL = {
-    "trades": "200000,300000,1000000,1000000",
+    "trades": "200000,300000,2000000,3000000",
     "densities": "0.1,1,10,100",
     "event_rate": 10_000.0,
     "sample": 10,
@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--trades",
         help="input trades per point: one number for all, or one per density "
-        "(default 200000,300000,1000000,1000000)",
+        "(default 200000,300000,2000000,3000000)",
     )
     parser.add_argument(
         "--densities",
