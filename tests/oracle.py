@@ -34,6 +34,10 @@ class Expected:
     windows: dict[tuple[str, int], list[tuple[float, int, str]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    #: The (partition, offset) of each window's trades, in the order of ``windows``.
+    members: dict[tuple[str, int], list[tuple[int, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     invalid: list[Record] = field(default_factory=list)
     late: list[Record] = field(default_factory=list)
 
@@ -91,6 +95,7 @@ def expected_windows(
             while start > t - size_ms:
                 if start + size_ms + grace_ms > stream_time:
                     expected.windows[(ticker, start)].append((price, size, kind))
+                    expected.members[(ticker, start)].append((record.partition, record.offset))
                     accepted = True
                 start -= advance_ms
             if not accepted:

@@ -275,6 +275,28 @@ class Verdict:
     duplicates: int
 
 
+def _lacking_trades(expected: Expected, window: tuple[str, int], value: dict[str, Any]) -> str:
+    """Which trades a window short of some lacks: the one run of consecutive trades (by
+    partition and offset) whose removal gives its count and volume, if there is one. A run
+    points at the batch, checkpoint or rebalance that lost them."""
+    trades, members = expected.windows[window], expected.members[window]
+    short = len(trades) - value["countTrades"]
+    if short <= 0:
+        return f"window {window}: not short of trades"
+    volume = sum(size for _, size, _ in trades)
+    runs = [
+        members[first : first + short]
+        for first in range(len(trades) - short + 1)
+        if volume - sum(size for _, size, _ in trades[first : first + short]) == value["volume"]
+    ]
+    if len(runs) != 1:
+        return f"window {window} lacks {short} trades, not one run of them ({len(runs)} fit)"
+    (partition, low), (_, high) = runs[0][0], runs[0][-1]
+    return (
+        f"window {window} lacks the {short} trades at partition {partition} offsets {low}..{high}"
+    )
+
+
 def check_windows(
     inputs: Sequence[Record],
     outputs: Sequence[ConsumerRecord],
@@ -304,9 +326,13 @@ def check_windows(
     assert not missing, f"{len(missing)} windows missing, e.g. {sorted(missing)[:5]}"
     assert not extra, f"{len(extra)} unexpected windows, e.g. {sorted(extra)[:5]}"
     for (ticker, start), trades in expected.windows.items():
-        assert_window_values_match(
-            seen[(ticker, start)], window_value(ticker, start, size_ms, trades)
-        )
+        try:
+            assert_window_values_match(
+                seen[(ticker, start)], window_value(ticker, start, size_ms, trades)
+            )
+        except AssertionError as mismatch:
+            lacking = _lacking_trades(expected, (ticker, start), seen[(ticker, start)])
+            raise AssertionError(f"{mismatch}\n{lacking}") from None
     duplicates = sum(n - 1 for n in counts.values())
     if exactly_once:
         assert duplicates == 0, f"{duplicates} windows emitted more than once"
