@@ -22,8 +22,9 @@ METHOD = """\
   `tradestats.loadgen.TradeGenerator(seed={seed})` at a fixed {event_rate:,.0f} trades per second
   of event time, plus one closing trade per partition (the thin points get fewer trades: they
   cost every contender far more per trade; the dense ones more, so that a run lasts several
-  commit intervals and where a contender's last commit falls decides little). The number of tickers is event rate / density, so
-  at 0.1 trades per ticker per second each ticker trades every 10 s and each trade opens five
+  commit intervals and where a contender's last commit falls decides little). The number of
+  tickers is event rate / density, so at 0.1 trades per ticker per second each ticker trades
+  every 10 s and each trade opens five
   windows of its own (about 5 window results per trade), at 100 a window holds 500 trades of its
   ticker (0.01 per trade).
   The generator takes its tickers in turn, so every ticker has exactly the point's density.
