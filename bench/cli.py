@@ -11,7 +11,8 @@ version, which takes about 90 minutes more (some 500 trades/s at every density;
 ``--only a,c,d,d2,e`` leaves it out).
 
 The broker is the project's own (``devtools.kafka.LocalKafka`` under
-``.local/bench-kafka``, reused when already running) unless ``KAFKA_BOOTSTRAP_SERVERS`` or
+``.local/bench-kafka``, reused when already running, stopped at the end when this run started
+it) unless ``KAFKA_BOOTSTRAP_SERVERS`` or
 ``--bootstrap`` names another. Builds (the Kafka Streams jar, the Quix Streams environment)
 happen before anything is timed and are cached under ``~/.cache/tradestats/bench``.
 """
@@ -38,6 +39,7 @@ from bench.kafkaio import KafkaOps
 from bench.latency import run_latency
 from bench.machine import describe_machine, load_average
 from bench.progress import Progress
+from bench.recovery.broker import BrokerHandle
 from bench.report import write_report
 from bench.results import ContenderResult, RunResult, SweepPoint
 
@@ -144,18 +146,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _bootstrap(args: argparse.Namespace, progress: Progress) -> str:
-    explicit = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if explicit:
-        return str(explicit)
-    from devtools.kafka import LocalKafka
-
-    progress.say("starting the project's broker under .local/bench-kafka ...")
-    broker = LocalKafka(REPO_ROOT / ".local" / "bench-kafka", heap="1g")
-    broker.start(timeout=300)
-    return broker.bootstrap_servers
-
-
 def tickers_for(density: float, event_rate: float) -> int:
     """Tickers that make ``event_rate`` trades per second ``density`` trades per ticker."""
     return max(1, round(event_rate / density))
@@ -183,7 +173,27 @@ async def run(args: argparse.Namespace, progress: Progress) -> RunResult:
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     for contender in contenders:
         contender.prepare(args.cache_dir, progress.say)
-    bootstrap = _bootstrap(args, progress)
+    broker = BrokerHandle.open(
+        external=args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        state_dir=REPO_ROOT / ".local" / "bench-kafka",
+        log_dir=None,
+        progress=progress,
+    )
+    try:
+        return await _run_on(args, progress, contenders, settings, broker.bootstrap, started)
+    finally:
+        broker.close(keep=False)
+
+
+async def _run_on(
+    args: argparse.Namespace,
+    progress: Progress,
+    contenders: list[Contender],
+    settings: BenchSettings,
+    bootstrap: str,
+    started: float,
+) -> RunResult:
+    """The run on a broker at ``bootstrap``: every point of the sweep, then the latencies."""
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:4]
     result = RunResult(
         command=" ".join(["python -m bench", *map(shlex.quote, sys.argv[1:])]),
