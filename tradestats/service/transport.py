@@ -84,6 +84,7 @@ FETCH_MAX_WAIT_MS = 100
 
 
 def _as_fetched(tp: TP, record: Any) -> Any:
+    """In place of ``PartitionRecords._consumer_record``: the record as the reader yields it."""
     return record
 
 
