@@ -24,9 +24,8 @@ METHOD = """\
   cost every contender far more per trade; the dense ones more, so that a run lasts several
   commit intervals and where a contender's last commit falls decides little). The number of
   tickers is event rate / density, so at 0.1 trades per ticker per second each ticker trades
-  every 10 s and each trade opens five
-  windows of its own (about 5 window results per trade), at 100 a window holds 500 trades of its
-  ticker (0.01 per trade).
+  every 10 s and each trade opens five windows of its own (about 5 window results per trade),
+  at 100 a window holds 500 trades of its ticker (0.01 per trade).
   The generator takes its tickers in turn, so every ticker has exactly the point's density.
   JSON values keyed by ticker, {partitions} partitions, produced before any contender starts;
   timestamps never decrease within a partition, so no trade is late anywhere. The closing

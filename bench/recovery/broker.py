@@ -2,7 +2,9 @@
 
 By default the benchmark runs its own :class:`LocalKafka` under ``.local/bench-recovery-kafka``
 (a broker of its own: other runs on a shared broker would compete for its log cleaner and
-disk); with ``KAFKA_BOOTSTRAP_SERVERS`` set it uses that broker instead.
+disk); with ``KAFKA_BOOTSTRAP_SERVERS`` set it uses that broker instead. The sweep
+(``python -m bench``) opens its broker through :class:`BrokerHandle` too, under
+``.local/bench-kafka``: either stops only a broker it started.
 
 Compaction matters for cold restores, and the cleaner runs asynchronously: it only touches
 closed segments, and the dev broker wakes it every 2 s (``log.cleaner.backoff.ms``). When the
