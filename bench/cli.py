@@ -12,8 +12,9 @@ version, which takes about 90 minutes more (some 500 trades/s at every density;
 
 The broker is the project's own (``devtools.kafka.LocalKafka`` under
 ``.local/bench-kafka``, reused when already running, stopped at the end when this run started
-it) unless ``KAFKA_BOOTSTRAP_SERVERS`` or ``--bootstrap`` names another. Builds (the Kafka Streams jar, the Quix Streams environment)
-happen before anything is timed and are cached under ``~/.cache/tradestats/bench``.
+it) unless ``KAFKA_BOOTSTRAP_SERVERS`` or ``--bootstrap`` names another. Builds (the Kafka
+Streams jar, the Quix Streams environment) happen before anything is timed and are cached under
+``~/.cache/tradestats/bench``.
 """
 
 from __future__ import annotations
