@@ -19,6 +19,15 @@ them. Unless something seeks afterwards, those records are never read: after a r
 partition the worker kept lost a run of trades, and a standby replica could lose changelog
 records the same way. Here every record fetched but not handed over is fetched again: its
 partition is sought back to it, unless someone sought since the fetch.
+
+And one in faust's flow control: every ``resume()`` empties the stream and changelog queues,
+even when flow was not suspended. At the end of each recovery faust resumes the input
+partitions, seeks them to their committed offsets and only then resumes flow; a batch handed
+over while that seek was under way was thrown away, its records already behind the client's
+position and no seek left to read them again: a restart or a rebalance lost a run of
+consecutive trades of one partition, and a standby replica could lose changelog records.
+:class:`FlowControl` empties the queues only when flow resumes after a suspension (a
+rebalance), which is what the emptying is for.
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT, Message
 from faust.types.tuples import ConsumerMessage
+from mode.utils.queues import FlowControlEvent
 
-__all__ = ["BatchSchema", "BatchingConsumer", "BatchingTransport", "RecordBatch"]
+__all__ = ["BatchSchema", "BatchingConsumer", "BatchingTransport", "FlowControl", "RecordBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,17 @@ class RecordBatch:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+class FlowControl(FlowControlEvent):
+    """faust's flow control, whose ``resume()`` empties the queues only if flow was suspended:
+    what a queue holds then was fetched before the rebalance that suspended it (see the module
+    docstring)."""
+
+    def resume(self) -> None:
+        if self.is_active():
+            return
+        super().resume()
 
 
 class BatchSchema(faust.Schema):
