@@ -1,5 +1,6 @@
 """Commit bookkeeping for batch events: through every acked batch, never past one in flight;
-and flow control that keeps what was handed over after a rebalance's seek."""
+the batched topics' records handed over as aiokafka fetched them; and flow control that
+keeps what was handed over after a rebalance's seek."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 from intervaltree import IntervalTree
 
 from tradestats.service.app import build_app
-from tradestats.service.transport import BatchingConsumer, RecordBatch
+from tradestats.service.transport import BatchingConsumer, RecordBatch, _UncopiedRecords
 from tradestats.settings import Settings
 
 TRADES = TP("trades", 0)
@@ -52,6 +57,7 @@ def test_never_past_a_batch_still_in_flight() -> None:
     ack(instance, batch_message(0, 999, acked=True))
     pending = batch_message(1000, 1999, acked=False)
     instance._unacked_messages.append(pending)
+    assert len(pending.value.take()) == 1000  # folded in, not yet acked: still bounds commits
     ack(instance, batch_message(2000, 2999, acked=True))  # acked out of order
     assert instance._new_offset(TRADES) == 1000
     assert instance._acked[TRADES] == [2999]  # kept for later
@@ -88,3 +94,37 @@ def test_flow_resumed_again_keeps_the_batches_handed_over_meanwhile(tmp_path: Pa
     queue.put_nowait("fetched before that rebalance")
     flow.resume()
     assert queue.empty()
+
+
+def fetched(tp: TP, values: list[bytes]) -> FetchResult:
+    """What aiokafka's fetcher keeps for a partition after a fetch of one record batch."""
+    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+    for offset, value in enumerate(values):
+        builder.append(offset, 1_000 + offset, b"K", value, [])
+    records = MemoryRecords(bytes(builder.build()))
+    position = SimpleNamespace(paused=False, position=0, consumed_to=lambda offset: None)
+    assignment = SimpleNamespace(active=True, state_value=lambda _: position)
+    return FetchResult(
+        tp,
+        assignment=assignment,
+        partition_records=PartitionRecords(tp, records, [], 0, None, None, True, 0),
+        backoff=0,
+    )
+
+
+def test_batched_topics_hand_over_the_fetched_records_uncopied() -> None:
+    """aiokafka copies every record it hands out into a ConsumerRecord; the fetcher buffer of
+    a batching consumer skips that for the batched topics only."""
+    buffered = _UncopiedRecords(frozenset({"trades"}), {})
+    other = TP("other", 0)
+    buffered[TRADES] = fetched(TRADES, [b"a", b"b"])
+    buffered[other] = fetched(other, [b"c"])
+    trades = buffered[TRADES].getall()
+    assert [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in trades] == [
+        (0, 1_000, b"K", b"a", []),
+        (1, 1_001, b"K", b"b", []),
+    ]
+    assert not any(isinstance(record, ConsumerRecord) for record in trades)
+    (copied,) = buffered[other].getall()
+    assert isinstance(copied, ConsumerRecord)
+    assert (copied.topic, copied.offset, copied.value) == ("other", 0, b"c")

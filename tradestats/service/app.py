@@ -27,6 +27,9 @@ STATE_TABLE = "trade-state"
 #: one batch per partition.
 _STREAM_BUFFER_BATCHES = 32
 _MAX_POLL_RECORDS = 20000
+#: Bytes fetched per partition and request (faust's default is 1 MiB): a dense input moved
+#: through in half as many fetch round trips, each of which the agent otherwise waited for.
+_MAX_FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024
 
 
 class _StartOrder(BootStrategy):
@@ -91,6 +94,7 @@ def build_app(settings: Settings) -> Service:
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000.0,
         broker_commit_interval=settings.commit_interval_ms / 1000.0,
         broker_max_poll_records=_MAX_POLL_RECORDS,
+        consumer_max_fetch_size=_MAX_FETCH_BYTES_PER_PARTITION,
         stream_buffer_maxsize=_STREAM_BUFFER_BATCHES,
         web_enabled=True,
         web_bind=settings.web_bind,

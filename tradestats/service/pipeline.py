@@ -132,7 +132,7 @@ class Pipeline(Service):
             state = self._states.get(partition) or await self._restore(partition)
             batch = event.value
             assert isinstance(batch, RecordBatch)
-            outcome = state.process(batch.records)
+            outcome = state.process(batch.take())
             results = state.close_windows()
             self._pending_events.setdefault(partition, []).append(event)
             self._last_progress = time.monotonic()

@@ -143,7 +143,7 @@ class BulkRecovery(Recovery):
             self._active_events_received_at[tp] = time.monotonic()
         else:
             return False  # fetched before a rebalance took the partition away: not ours
-        records = records_after(batch.records, offsets.get(tp))
+        records = records_after(batch.take(), offsets.get(tp))
         if records:
             table = self.tp_to_table[tp]
             assert isinstance(table, BulkRestorable), f"{tp.topic}: its table has no bulk restore"
