@@ -54,7 +54,7 @@ format: $(STAMP) ## Apply ruff formatting and safe fixes
 alert-rules: $(STAMP) ## Regenerate the PrometheusRule of the prometheus-operator overlay from the alert rules
 	$(BIN)/python -m devtools.prometheusrule
 
-bench: $(STAMP) ## Benchmark tradestats against its peers (density sweep; ~100 min, ~12 without faust: --only a,c,d,d2,e); writes docs/benchmarks.md
+bench: $(STAMP) ## Benchmark tradestats against its peers (density sweep; ~100 min, ~16 without faust: --only a,c,d,d2,e); writes docs/benchmarks.md
 	$(BIN)/python -m bench
 
 bench-quick: $(STAMP) ## The benchmark's small form (the one CI runs), output in .local/bench/quick
