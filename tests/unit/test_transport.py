@@ -1,11 +1,9 @@
 """Commit bookkeeping for batch events: through every acked batch, never past one in flight;
-the batched topics' records handed over as aiokafka fetched them; and flow control that
-keeps what was handed over after a rebalance's seek."""
+and the batched topics' records handed over as aiokafka fetched them."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,9 +14,7 @@ from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from tradestats.service.app import build_app
 from tradestats.service.transport import BatchingConsumer, RecordBatch, _UncopiedRecords
-from tradestats.settings import Settings
 
 TRADES = TP("trades", 0)
 
@@ -74,26 +70,6 @@ def test_other_topics_keep_fausts_bookkeeping() -> None:
     instance._gap = defaultdict(IntervalTree)
     instance._committed_offset = defaultdict(lambda: None)
     assert instance._new_offset(changelog) == 3
-
-
-def test_flow_resumed_again_keeps_the_batches_handed_over_meanwhile(tmp_path: Path) -> None:
-    """faust resumes flow once in a recovery, then once more after seeking the input
-    partitions; batches handed over during that seek are current and must stay queued (faust's
-    own flow control emptied the queues there, and those trades were never read again). Flow
-    resumed after a rebalance suspended it still empties them: what they hold is stale."""
-    app = build_app(Settings(data_dir=tmp_path)).app
-    flow = app.flow_control
-    queue = app.FlowControlQueue(maxsize=8, clear_on_resume=True)
-    queue.put_nowait("fetched before the assignment")
-    flow.resume()  # the recovery starts reading
-    assert queue.empty()
-    queue.put_nowait("handed over while the input partitions were sought")
-    flow.resume()  # the recovery has ended
-    assert queue.get_nowait() == "handed over while the input partitions were sought"
-    flow.suspend()  # the next rebalance
-    queue.put_nowait("fetched before that rebalance")
-    flow.resume()
-    assert queue.empty()
 
 
 def fetched(tp: TP, values: list[bytes]) -> FetchResult:

@@ -9,14 +9,13 @@ from typing import Any
 import faust
 from faust.app.base import BootStrategy
 from mode import ServiceT
-from mode.utils.objects import cached_property
 
 from tradestats.service.kafka import DEAD_LETTER_MAX_BYTES, faust_broker, faust_credentials
 from tradestats.service.metrics import Metrics
 from tradestats.service.pipeline import Pipeline
 from tradestats.service.store import PromptTableManager, StateTable
 from tradestats.service.topics import TopicSetup, TopicSpec
-from tradestats.service.transport import BatchingTransport, BatchSchema, FlowControl
+from tradestats.service.transport import BatchingTransport, BatchSchema
 from tradestats.service.web import install_views
 from tradestats.settings import Settings
 
@@ -54,15 +53,6 @@ class _StartOrder(BootStrategy):
         )
 
 
-class _App(faust.App):
-    """faust's app with the flow control that keeps batches handed over after a rebalance's
-    seek (see :class:`~tradestats.service.transport.FlowControl`)."""
-
-    @cached_property
-    def flow_control(self) -> FlowControl:
-        return FlowControl(loop=self.loop)
-
-
 @dataclass(frozen=True)
 class Service:
     """What the worker is made of, for the CLI, the web views and tests."""
@@ -77,7 +67,7 @@ class Service:
 
 def build_app(settings: Settings) -> Service:
     """A faust app that runs tradestats with these settings (nothing starts until it runs)."""
-    app = _App(
+    app = faust.App(
         settings.app_id,
         env={},  # settings come from our Settings object only
         broker=faust_broker(settings),

@@ -90,6 +90,9 @@ class Pipeline(Service):
         )
         self._stats_partition: dict[str, int] = {}  # ticker -> output partition
         self._recovered_generation: int | None = None
+        #: Per partition, the first offset of the batch last refused for the records it would
+        #: skip (see ``_skips_records``).
+        self._refused_from: dict[int, int] = {}
         self._last_progress = time.monotonic()
         self._last_idle_check = 0.0
         # Since when the broker answered and the cluster view stayed the same (None: the
@@ -132,6 +135,11 @@ class Pipeline(Service):
             state = self._states.get(partition) or await self._restore(partition)
             batch = event.value
             assert isinstance(batch, RecordBatch)
+            if self._skips_records(partition, state.applied_offset, batch.first_offset):
+                consumer = self.app.consumer
+                assert isinstance(consumer, BatchingConsumer)
+                await consumer.fetch_again(event.message.tp, state.applied_offset + 1)
+                return
             outcome = state.process(batch.take())
             results = state.close_windows()
             self._pending_events.setdefault(partition, []).append(event)
@@ -149,6 +157,31 @@ class Pipeline(Service):
             if results:
                 await self._send_results(partition, results)
         await self.output.wait_for_room()
+
+    def _skips_records(self, partition: int, applied: int, first: int) -> bool:
+        """Whether a batch from offset ``first`` must wait for the records after ``applied``.
+
+        A batch that does not follow the last record processed means records in between were
+        fetched and then dropped on their way here, with the client's position already past
+        them: faust empties its stream queues when flow resumes at the end of a recovery, after
+        it sought the partitions, so whatever was handed over during that seek is gone, and a
+        batch fetched from the position before a rebalance can come after it. Folding such a
+        batch in would make those records look replayed. It is refused and the partition read
+        again from ``applied + 1``; if that read starts at ``first`` again, the broker has
+        nothing in between (transaction markers, deleted records) and the batch is folded in.
+        """
+        if first <= applied + 1 or self._refused_from.get(partition) == first:
+            self._refused_from.pop(partition, None)
+            return False
+        self._refused_from[partition] = first
+        log.warning(
+            "partition %d: a batch from offset %d after offset %d: reading again from %d",
+            partition,
+            first,
+            applied,
+            applied + 1,
+        )
+        return True
 
     async def _send_results(self, partition: int, results: Sequence[WindowStats]) -> None:
         """Queue the results as output records and count them, without waiting (it is async

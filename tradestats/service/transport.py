@@ -24,15 +24,6 @@ them. Unless something seeks afterwards, those records are never read: after a r
 partition the worker kept lost a run of trades, and a standby replica could lose changelog
 records the same way. Here every record fetched but not handed over is fetched again: its
 partition is sought back to it, unless someone sought since the fetch.
-
-And one in faust's flow control: every ``resume()`` empties the stream and changelog queues,
-even when flow was not suspended. At the end of each recovery faust resumes the input
-partitions, seeks them to their committed offsets and only then resumes flow; a batch handed
-over while that seek was under way was thrown away, its records already behind the client's
-position and no seek left to read them again: a restart or a rebalance lost a run of
-consecutive trades of one partition, and a standby replica could lose changelog records.
-:class:`FlowControl` empties the queues only when flow resumes after a suspension (a
-rebalance), which is what the emptying is for.
 """
 
 from __future__ import annotations
@@ -47,9 +38,8 @@ from aiokafka.consumer.fetcher import FetchResult
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT, Message
 from faust.types.tuples import ConsumerMessage
-from mode.utils.queues import FlowControlEvent
 
-__all__ = ["BatchSchema", "BatchingConsumer", "BatchingTransport", "FlowControl", "RecordBatch"]
+__all__ = ["BatchSchema", "BatchingConsumer", "BatchingTransport", "RecordBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +64,6 @@ class RecordBatch:
 
     def __len__(self) -> int:
         return self.size
-
-
-class FlowControl(FlowControlEvent):
-    """faust's flow control, whose ``resume()`` empties the queues only if flow was suspended:
-    what a queue holds then was fetched before the rebalance that suspended it (see the module
-    docstring)."""
-
-    def resume(self) -> None:
-        if self.is_active():
-            return
-        super().resume()
 
 
 class BatchSchema(faust.Schema):
@@ -143,12 +122,12 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         fetcher = self._ensure_consumer()._fetcher
         fetcher._records = _UncopiedRecords(consumer.batched_topics, fetcher._records)
 
-    async def rewind(self, tp: TP, offset: int, *, if_at: int) -> None:
+    async def rewind(self, tp: TP, offset: int, *, if_at: int | None) -> None:
         """Seek ``tp`` back to ``offset`` if its position is still ``if_at`` (nobody sought
-        since the records up to there were fetched)."""
+        since the records up to there were fetched), or in any case if ``if_at`` is None."""
         await self.call_thread(self._rewind, tp, offset, if_at)
 
-    async def _rewind(self, tp: TP, offset: int, if_at: int) -> None:
+    async def _rewind(self, tp: TP, offset: int, if_at: int | None) -> None:
         consumer = self._ensure_consumer()
         subscription = consumer._subscription
         if not subscription.is_assigned(tp):
@@ -156,9 +135,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Read the position without waiting: ``consumer.position()`` waits for a position
         # being reset, and a call that never returns would keep this thread from stopping.
         state = subscription.subscription.assignment.state_value(tp)
-        if state.has_valid_position and state.position == if_at:
+        if state.has_valid_position and if_at in (None, state.position):
             consumer.seek(tp, offset)  # synchronous: no fetch can move it meanwhile
-            log.info("%s: fetching again from offset %d (fetched, not handed over)", tp, offset)
+            log.info("%s: fetching again from offset %d", tp, offset)
 
     async def cluster_view(self, partitions: Sequence[TP], refresh: bool) -> Hashable:
         """See :meth:`BatchingConsumer.cluster_view`."""
@@ -202,6 +181,12 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             resume = delivered.get(tp, first - 1) + 1
             if resume <= last:
                 await thread.rewind(tp, resume, if_at=last + 1)
+
+    async def fetch_again(self, tp: TP, offset: int) -> None:
+        """Read ``tp`` again from ``offset`` (see :meth:`Pipeline.handle`)."""
+        thread = self._thread
+        assert isinstance(thread, _ConsumerThread)
+        await thread.rewind(tp, offset, if_at=None)
 
     async def cluster_view(self, partitions: Sequence[TP], *, refresh: bool) -> Hashable:
         """The brokers, and the leader and in-sync replicas of each partition, as the
