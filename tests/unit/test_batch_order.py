@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from tradestats.service.metrics import Metrics
+from tests.unit.pipelines import bare_pipeline
 from tradestats.service.pipeline import Pipeline
 from tradestats.service.transport import BatchingConsumer, RecordBatch
 from tradestats.settings import Settings
@@ -38,12 +38,7 @@ def batch_event(first: int, last: int) -> Any:
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    app: Any = SimpleNamespace(consumer=FakeConsumer(), consumer_generation_id=1)
-    table: Any = SimpleNamespace(changelog_topic_name="changelog")
-    pipeline = Pipeline(app, SETTINGS, table=table, metrics=Metrics())
-    # A state without process(): folding a batch in would fail the test.
-    pipeline._states[0] = SimpleNamespace(applied_offset=5)
-    return pipeline
+    return bare_pipeline(FakeConsumer(), SETTINGS)
 
 
 async def test_a_batch_past_the_next_offset_is_refused_and_read_again(pipeline: Pipeline) -> None:

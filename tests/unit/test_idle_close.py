@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from faust.types import TP
 
-from tradestats.service.metrics import Metrics
+from tests.unit.pipelines import bare_pipeline
 from tradestats.service.pipeline import Pipeline
 from tradestats.service.transport import BatchingConsumer
 from tradestats.settings import Settings
@@ -38,10 +37,7 @@ class FakeConsumer(BatchingConsumer):
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    app: Any = SimpleNamespace(consumer=FakeConsumer(), consumer_generation_id=1)
-    table: Any = SimpleNamespace(changelog_topic_name="changelog")
-    pipeline = Pipeline(app, SETTINGS, table=table, metrics=Metrics())
-    pipeline._states[0] = SimpleNamespace(applied_offset=5)
+    pipeline = bare_pipeline(FakeConsumer(), SETTINGS)
     pipeline._last_trade[0] = pipeline._steady_since = 100.0
     return pipeline
 
