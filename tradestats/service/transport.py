@@ -183,7 +183,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 await thread.rewind(tp, resume, if_at=last + 1)
 
     async def fetch_again(self, tp: TP, offset: int) -> None:
-        """Read ``tp`` again from ``offset`` (see :meth:`Pipeline.handle`)."""
+        """Read ``tp`` again from ``offset`` (see ``Pipeline._skips_records``)."""
         thread = self._thread
         assert isinstance(thread, _ConsumerThread)
         await thread.rewind(tp, offset, if_at=None)
