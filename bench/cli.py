@@ -34,7 +34,7 @@ from pathlib import Path
 from bench.contenders.base import REPO_ROOT, Contender, Emission
 from bench.contenders.registry import all_contenders, select
 from bench.dataset import DatasetSpec, produce_dataset
-from bench.harness import BenchSettings, Context, run_throughput
+from bench.harness import OUTPUT_TOPIC_CONFIGS, BenchSettings, Context, run_throughput
 from bench.kafkaio import KafkaOps
 from bench.latency import run_latency
 from bench.machine import describe_machine, load_average
@@ -245,9 +245,11 @@ async def _run_point(
     phase = f"p{index}"
     # Every topic of the point is created now, long before its contender starts: a topic
     # created just before a producer writes to it can still answer "not leader".
+    await ctx.ops.create_topics([topic], settings.partitions)
     await ctx.ops.create_topics(
-        [topic, *(ctx.run_spec(c, phase, topic).output_topic for c in contenders)],
+        [ctx.run_spec(c, phase, topic).output_topic for c in contenders],
         settings.partitions,
+        OUTPUT_TOPIC_CONFIGS,
     )
     spec = DatasetSpec(trades, tickers, settings.partitions, settings.event_rate, settings.seed)
     produced = 0

@@ -11,12 +11,19 @@ What "correct" means depends on how the contender emits:
 
 Values are compared with ``assert_window_values_match``: integers and strings exactly, floats
 to a relative 1e-9 (summation order differs between implementations).
+
+The same read notes when the last window result of a regular ticker reached the broker (the
+output topics use log-append time): that, not the last record of any kind, is when a
+contender's output was complete. The closing tickers' own windows stay open until a contender
+closes them by wall clock, as tradestats does after its idle timeout; counting those would
+charge it for a feature the others lack.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -28,9 +35,10 @@ from bench.results import Correctness
 from tests.oracle import assert_window_values_match, expected_windows, window_value
 from tradestats.core.codec import decode_windowed_key
 
-__all__ = ["check_output", "read_topic"]
+__all__ = ["OutputCheck", "check_output", "read_topic"]
 
 _EXAMPLES = 3
+_LOG_APPEND_TIME = 1  # a record's timestamp_type when the broker stamped it
 
 
 async def read_topic(bootstrap: str, topic: str, handle: Callable[[ConsumerRecord], None]) -> int:
@@ -66,17 +74,34 @@ async def read_topic(bootstrap: str, topic: str, handle: Callable[[ConsumerRecor
     return seen
 
 
+@dataclass(frozen=True)
+class OutputCheck:
+    correctness: Correctness
+    last_result_ms: int | None
+    """Log-append time of the last window result of a regular ticker (None: no such record,
+    or the topic does not stamp append times)."""
+
+
 async def check_output(
     bootstrap: str, topic: str, dataset: Dataset, emission: Emission
-) -> Correctness:
-    """Compare the sampled tickers' windows in ``topic`` with the oracle's."""
+) -> OutputCheck:
+    """Compare the sampled tickers' windows in ``topic`` with the oracle's, and note when the
+    last regular window result was appended."""
     sampled = {ticker.encode() for ticker in dataset.sample_tickers}
+    closing = {ticker.encode() for ticker in dataset.closing}
     last: dict[tuple[str, int], bytes] = {}
     conflicts: list[tuple[str, int]] = []
+    last_result_ms: int | None = None
 
     def handle(record: ConsumerRecord) -> None:
+        nonlocal last_result_ms
         key = record.key
-        if key is None or key[:-8] not in sampled:
+        if key is None:
+            return
+        ticker = key[:-8]
+        if ticker not in closing and record.timestamp_type == _LOG_APPEND_TIME:
+            last_result_ms = max(last_result_ms or record.timestamp, record.timestamp)
+        if ticker not in sampled:
             return
         window = decode_windowed_key(key)
         previous = last.get(window)
@@ -118,4 +143,4 @@ async def check_output(
         f"{len(expected.windows)} windows of {len(dataset.sample_tickers)} tickers, {which}: "
         + ("; ".join(problems) if problems else "all match the oracle")
     )
-    return Correctness(not problems, len(expected.windows), detail)
+    return OutputCheck(Correctness(not problems, len(expected.windows), detail), last_result_ms)

@@ -5,12 +5,14 @@ pre-produced topic from the beginning. The clock starts when the contender consu
 record (so start-up, JVM warm-up of class loading and group joins are not counted; they are
 reported as start-up seconds) and stops when it is *done*: its group's committed offsets reach
 the topic's end offsets and its output topic has stopped growing (no new record for
-``quiet_seconds``); the done time is the later of the commit reaching the end and the last
-output growth. Every contender commits every second, so the commit adds the same delay to all.
-CPU seconds are the process's over that interval; peak RSS is its high-water mark.
+``quiet_seconds``). The done time is the later of the commit reaching the end and the
+log-append time of the last window result of a regular ticker (the closing tickers' windows,
+which only a wall-clock idle close emits, do not count: see :mod:`bench.correctness`). Every
+contender commits every second, so the commit adds the same delay to all. CPU seconds are the
+process's over that interval; peak RSS is its high-water mark.
 
-Then the contender is stopped, its changelog topics' records counted and its output checked
-against the oracle (:mod:`bench.correctness`).
+Then the contender is stopped, its output checked against the oracle (the same read finds the
+last result's append time, :mod:`bench.correctness`) and its changelog topics' records counted.
 """
 
 from __future__ import annotations
@@ -30,9 +32,18 @@ from bench.process import ContenderProcess
 from bench.progress import Progress
 from bench.results import ContenderResult, Throughput
 
-__all__ = ["BenchSettings", "ContenderFailed", "Context", "free_port", "run_throughput"]
+__all__ = [
+    "OUTPUT_TOPIC_CONFIGS",
+    "BenchSettings",
+    "ContenderFailed",
+    "Context",
+    "free_port",
+    "run_throughput",
+]
 
 _POLL_SECONDS = 0.25
+#: The throughput phase's output topics: the broker stamps each record with its append time.
+OUTPUT_TOPIC_CONFIGS = {"message.timestamp.type": "LogAppendTime"}
 
 
 class ContenderFailed(Exception):
@@ -139,27 +150,36 @@ async def run_throughput(
     its topics and groups); measure and check it."""
     result = ContenderResult(contender.key, contender.name, contender.title, contender.emission)
     run = ctx.run_spec(contender, phase, dataset.topic)
-    await ctx.ops.create_topics([run.output_topic], ctx.settings.partitions)
+    await ctx.ops.create_topics([run.output_topic], ctx.settings.partitions, OUTPUT_TOPIC_CONFIGS)
     proc = ctx.process(contender, run).start()
     label = f"[{point}] [{contender.key} {contender.name}]"
     try:
-        throughput = await _measure(ctx, contender, run, proc, dataset, label)
+        measured = await _measure(ctx, contender, run, proc, dataset, label)
     except ContenderFailed as exc:
         result.errors.append(f"throughput: {exc}")
         ctx.progress.say(f"{label} FAILED: {exc}")
         return result
     finally:
         proc.stop()
+    done_at = measured.committed_at
+    if contender.emission is Emission.NONE:
+        done_at = max(done_at, measured.output_changed_at)
+    else:
+        ctx.progress.status(f"{label} checking output against the oracle ...")
+        check = await check_output(ctx.bootstrap, run.output_topic, dataset, contender.emission)
+        result.correctness = check.correctness
+        verdict = "correct" if check.correctness.passed else "WRONG"
+        ctx.progress.say(f"{label} output {verdict}: {check.correctness.detail}")
+        settled_at = (
+            measured.output_changed_at
+            if check.last_result_ms is None
+            else check.last_result_ms / 1000
+        )
+        done_at = max(done_at, settled_at)
+    throughput = measured.throughput(done_at)
     throughput.changelog_records = await _changelog_records(ctx, contender, run)
     throughput.windows = dataset.windows
     result.throughput = throughput
-    if contender.emission is not Emission.NONE:
-        ctx.progress.status(f"{label} checking output against the oracle ...")
-        result.correctness = await check_output(
-            ctx.bootstrap, run.output_topic, dataset, contender.emission
-        )
-        verdict = "correct" if result.correctness.passed else "WRONG"
-        ctx.progress.say(f"{label} output {verdict}: {result.correctness.detail}")
     ctx.progress.say(
         f"{label} {throughput.trades:,} trades in {throughput.seconds:.1f} s = "
         f"{throughput.rate:,.0f} trades/s, {throughput.windows_per_second:,.0f} windows/s, "
@@ -170,6 +190,35 @@ async def run_throughput(
     return result
 
 
+@dataclass
+class _Measured:
+    """What polling a contender saw, from which its throughput is computed once the done
+    time is known (see :func:`run_throughput`)."""
+
+    trades: int
+    started_at: float
+    first_at: float
+    committed_at: float
+    output_changed_at: float
+    """When the poll last saw the output grow (by any record, closing tickers' too)."""
+    output_records: int
+    cpu: _CpuTrace
+    peak_rss_bytes: int
+
+    def throughput(self, done_at: float) -> Throughput:
+        seconds = done_at - self.first_at
+        return Throughput(
+            trades=self.trades,
+            seconds=seconds,
+            rate=self.trades / seconds,
+            startup_seconds=self.first_at - self.started_at,
+            cpu_seconds=self.cpu.at(done_at) - self.cpu.at(self.first_at),
+            peak_rss_bytes=self.peak_rss_bytes,
+            changelog_records=0,
+            output_records=self.output_records,
+        )
+
+
 async def _measure(
     ctx: Context,
     contender: Contender,
@@ -177,7 +226,7 @@ async def _measure(
     proc: ContenderProcess,
     dataset: Dataset,
     label: str,
-) -> Throughput:
+) -> _Measured:
     settings = ctx.settings
     group = contender.group_id(run)
     total = dataset.records
@@ -227,18 +276,16 @@ async def _measure(
         await asyncio.sleep(_POLL_SECONDS)
     if first_at is None:
         raise ContenderFailed("never reported its first record:\n" + proc.log_tail())
-    done_at = max(committed_at, output_changed_at)
-    seconds = done_at - first_at
-    peak = proc.peak_rss()
-    return Throughput(
+    assert committed_at is not None
+    return _Measured(
         trades=total,
-        seconds=seconds,
-        rate=total / seconds,
-        startup_seconds=first_at - proc.started_at,
-        cpu_seconds=trace.at(done_at) - trace.at(first_at),
-        peak_rss_bytes=peak,
-        changelog_records=0,
+        started_at=proc.started_at,
+        first_at=first_at,
+        committed_at=committed_at,
+        output_changed_at=output_changed_at,
         output_records=output,
+        cpu=trace,
+        peak_rss_bytes=proc.peak_rss(),
     )
 
 

@@ -39,11 +39,16 @@ class KafkaOps:
         await self._consumer.stop()
         await self._admin.close()
 
-    async def create_topics(self, names: Iterable[str], partitions: int) -> None:
-        """Create topics (one replica) and wait until their metadata is visible."""
+    async def create_topics(
+        self, names: Iterable[str], partitions: int, configs: dict[str, str] | None = None
+    ) -> None:
+        """Create topics (one replica, ``configs`` as topic configs) and wait until their
+        metadata is visible."""
         names = list(names)
         with contextlib.suppress(TopicAlreadyExistsError):
-            await self._admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+            await self._admin.create_topics(
+                [NewTopic(n, partitions, 1, topic_configs=configs or {}) for n in names]
+            )
         for name in names:
             await self.partitions(name, wait=30.0)
         await self._wait_for_leaders(names, within=30.0)
