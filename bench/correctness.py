@@ -35,7 +35,7 @@ from bench.results import Correctness
 from tests.oracle import assert_window_values_match, expected_windows, window_value
 from tradestats.core.codec import decode_windowed_key
 
-__all__ = ["OutputCheck", "check_output", "read_topic"]
+__all__ = ["OutputCheck", "OutputReader", "check_output", "read_topic"]
 
 _EXAMPLES = 3
 _LOG_APPEND_TIME = 1  # a record's timestamp_type when the broker stamped it
@@ -87,60 +87,76 @@ async def check_output(
 ) -> OutputCheck:
     """Compare the sampled tickers' windows in ``topic`` with the oracle's, and note when the
     last regular window result was appended."""
-    sampled = {ticker.encode() for ticker in dataset.sample_tickers}
-    closing = {ticker.encode() for ticker in dataset.closing}
-    last: dict[tuple[str, int], bytes] = {}
-    conflicts: list[tuple[str, int]] = []
-    last_result_ms: int | None = None
+    reader = OutputReader(dataset, emission)
+    await read_topic(bootstrap, topic, reader.add)
+    return reader.check()
 
-    def handle(record: ConsumerRecord) -> None:
-        nonlocal last_result_ms
+
+class OutputReader:
+    """Takes a contender's output records in each partition's order (see :func:`check_output`)."""
+
+    def __init__(self, dataset: Dataset, emission: Emission) -> None:
+        self.dataset = dataset
+        self.emission = emission
+        self._sampled = {ticker.encode() for ticker in dataset.sample_tickers}
+        self._closing = {ticker.encode() for ticker in dataset.closing}
+        self._last: dict[tuple[str, int], bytes] = {}
+        self._conflicts: list[tuple[str, int]] = []
+        self._last_result_ms: int | None = None
+
+    def add(self, record: ConsumerRecord) -> None:
         key = record.key
         if key is None:
             return
         ticker = key[:-8]
-        if ticker not in closing and record.timestamp_type == _LOG_APPEND_TIME:
-            last_result_ms = max(last_result_ms or record.timestamp, record.timestamp)
-        if ticker not in sampled:
+        if ticker not in self._closing and record.timestamp_type == _LOG_APPEND_TIME:
+            self._last_result_ms = max(self._last_result_ms or record.timestamp, record.timestamp)
+        if ticker not in self._sampled:
             return
         window = decode_windowed_key(key)
-        previous = last.get(window)
+        previous = self._last.get(window)
         if (
-            emission is Emission.FINAL
+            self.emission is Emission.FINAL
             and previous is not None
             and previous != record.value
             and json.loads(previous) != json.loads(record.value)
         ):
-            conflicts.append(window)
-        last[window] = record.value
+            self._conflicts.append(window)
+        self._last[window] = record.value
 
-    await read_topic(bootstrap, topic, handle)
-    expected = expected_windows(dataset.sample, WINDOW_SIZE_MS, WINDOW_ADVANCE_MS)
-    problems: list[str] = []
-    missing = sorted(expected.windows.keys() - last.keys())
-    extra = sorted(last.keys() - expected.windows.keys())
-    if missing:
-        problems.append(f"{len(missing)} windows missing, e.g. {missing[:_EXAMPLES]}")
-    if extra:
-        problems.append(f"{len(extra)} unexpected windows, e.g. {extra[:_EXAMPLES]}")
-    if conflicts:
-        problems.append(
-            f"{len(conflicts)} windows emitted with different values, e.g. {conflicts[:_EXAMPLES]}"
+    def check(self) -> OutputCheck:
+        """The verdict on everything added so far."""
+        last, conflicts = self._last, self._conflicts
+        expected = expected_windows(self.dataset.sample, WINDOW_SIZE_MS, WINDOW_ADVANCE_MS)
+        problems: list[str] = []
+        missing = sorted(expected.windows.keys() - last.keys())
+        extra = sorted(last.keys() - expected.windows.keys())
+        if missing:
+            problems.append(f"{len(missing)} windows missing, e.g. {missing[:_EXAMPLES]}")
+        if extra:
+            problems.append(f"{len(extra)} unexpected windows, e.g. {extra[:_EXAMPLES]}")
+        if conflicts:
+            problems.append(
+                f"{len(conflicts)} windows emitted with different values, "
+                f"e.g. {conflicts[:_EXAMPLES]}"
+            )
+        wrong: list[str] = []
+        for (ticker, start), trades in sorted(expected.windows.items()):
+            if (ticker, start) not in last:
+                continue
+            actual: dict[str, Any] = json.loads(last[(ticker, start)])
+            try:
+                assert_window_values_match(
+                    actual, window_value(ticker, start, WINDOW_SIZE_MS, trades)
+                )
+            except AssertionError as exc:
+                wrong.append(f"{(ticker, start)}: {str(exc)[:300]}")
+        if wrong:
+            problems.append(f"{len(wrong)} windows with wrong values, e.g. {wrong[:_EXAMPLES]}")
+        which = "last update per window" if self.emission is Emission.UPDATES else "final result"
+        detail = (
+            f"{len(expected.windows)} windows of {len(self.dataset.sample_tickers)} tickers, "
+            f"{which}: " + ("; ".join(problems) if problems else "all match the oracle")
         )
-    wrong: list[str] = []
-    for (ticker, start), trades in sorted(expected.windows.items()):
-        if (ticker, start) not in last:
-            continue
-        actual: dict[str, Any] = json.loads(last[(ticker, start)])
-        try:
-            assert_window_values_match(actual, window_value(ticker, start, WINDOW_SIZE_MS, trades))
-        except AssertionError as exc:
-            wrong.append(f"{(ticker, start)}: {str(exc)[:300]}")
-    if wrong:
-        problems.append(f"{len(wrong)} windows with wrong values, e.g. {wrong[:_EXAMPLES]}")
-    which = "last update per window" if emission is Emission.UPDATES else "final result"
-    detail = (
-        f"{len(expected.windows)} windows of {len(dataset.sample_tickers)} tickers, {which}: "
-        + ("; ".join(problems) if problems else "all match the oracle")
-    )
-    return OutputCheck(Correctness(not problems, len(expected.windows), detail), last_result_ms)
+        correctness = Correctness(not problems, len(expected.windows), detail)
+        return OutputCheck(correctness, self._last_result_ms)
