@@ -4,7 +4,8 @@ By default the benchmark runs its own :class:`LocalKafka` under ``.local/bench-r
 (a broker of its own: other runs on a shared broker would compete for its log cleaner and
 disk); with ``KAFKA_BOOTSTRAP_SERVERS`` set it uses that broker instead. The sweep
 (``python -m bench``) opens its broker through :class:`BrokerHandle` too, under
-``.local/bench-kafka``: either stops only a broker it started.
+``.local/bench-kafka``: either stops only a broker it started, and a broker it starts starts
+empty (its state directory is wiped first).
 
 Compaction matters for cold restores, and the cleaner runs asynchronously: it only touches
 closed segments, and the dev broker wakes it every 2 s (``log.cleaner.backoff.ms``). When the
@@ -15,6 +16,7 @@ on-disk size stops changing. Otherwise the run waits a fixed time.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,12 @@ class BrokerHandle:
             return cls(external, log_dir, f"external broker at {external}")
         local = LocalKafka(state_dir, heap="1g")
         started_here = not local.is_running()
+        if started_here:
+            # A broker started here starts empty. The topics earlier runs deleted are removed
+            # from disk only a minute after a broker starts, that is during the next run's
+            # measurements (gigabytes at the thin points), and left-over topics load it too.
+            shutil.rmtree(state_dir, ignore_errors=True)
+            local = LocalKafka(state_dir, heap="1g")
         progress.say(
             f"starting Kafka {KAFKA_VERSION} in {state_dir}"
             if started_here
