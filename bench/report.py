@@ -36,14 +36,19 @@ METHOD = """\
   committing every second (the tradestats default; Quix Streams' default is 5 s, Kafka
   Streams' 30 s, faust's 2.8 s - one value for all makes "everything committed" equally
   observable).
-- **Throughput** = input records / seconds from the first record consumed to *done*: the
-  group's committed offsets reach the end offsets and the output topic has not grown for
-  {quiet:.0f} s (done = the later of the two events). **Window results/s** = the windows the
-  input holds (every ticker's, counted from the input: the same number for every contender,
-  whether it emits each once or updates it many times) / the same seconds. Start-up (process
-  start to first record) is not counted. **CPU s** is the process's user + system time over the
-  same interval (all threads); **trades/CPU s** is less sensitive to a noisy shared machine than
-  wall-clock rates. **Peak RSS** is the kernel's high-water mark (`VmHWM`) of the process.
+- **Throughput** = input records / seconds from the first record consumed to *done*: the group's
+  committed offsets reach the end offsets and the output topic has not grown for {quiet:.0f} s;
+  done = the later of the commit reaching the end and the broker's append time of the last
+  window result of a regular ticker (the output topics use log-append time). The closing
+  tickers' own windows do not count: only a contender that closes windows by wall clock emits
+  them at all (tradestats, 10 s after a partition's last trade), and counting them made every
+  tradestats run that took longer than about 7 s look 10 s longer. **Window results/s** = the
+  windows the input holds (every ticker's, counted from the input: the same number for every
+  contender, whether it emits each once or updates it many times) / the same seconds. Start-up
+  (process start to first record) is not counted. **CPU s** is the process's user + system time
+  over the same interval (all threads); **trades/CPU s** is less sensitive to a noisy shared
+  machine than wall-clock rates. **Peak RSS** is the kernel's high-water mark (`VmHWM`) of the
+  process.
 - **Changelog records / 1,000 trades** = the sum of the end offsets of the contender's
   changelog topics after the run, divided by the input records, x 1,000.
 - **Correctness** is checked before a speed counts, at every point: every window of {sample} is
