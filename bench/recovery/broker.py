@@ -52,7 +52,7 @@ class BrokerHandle:
             return cls(external, log_dir, f"external broker at {external}")
         local = LocalKafka(state_dir, heap="1g")
         started_here = not local.is_running()
-        if started_here:
+        if started_here and local.pid is None:  # no broker process of this directory
             # A broker started here starts empty. The topics earlier runs deleted are removed
             # from disk only a minute after a broker starts, that is during the next run's
             # measurements (gigabytes at the thin points), and left-over topics load it too.
