@@ -399,32 +399,48 @@ class PartitionState:
         """The window's value from its panes, oldest pane first, each pane's parts by
         eligibility (that order fixes the float rounding, so a window computed again after a
         restore is identical). The hot path of emission: merged inline, without intermediate
-        aggregates, and a pane with one eligible-everywhere part skips the index arithmetic."""
+        aggregates; a pane with one eligible-everywhere part skips the index arithmetic, and a
+        ticker holding only such a pane (most, when tickers are thin) skips the pane walk:
+        adding one part to the empty sums gives that part's values exactly."""
         spec = self.spec
         end = start + spec.size_ms
         panes = ticker.panes
-        count = volume = types = 0
-        sum_price = notional = 0.0
-        min_price, max_price = inf, -inf
-        for pane in range(start, end, spec.pane_ms):
-            by_eligibility = panes.get(pane)
-            if not by_eligibility:
-                continue
-            if len(by_eligibility) == 1 and 0 in by_eligibility:
-                parts: Iterable[Aggregate] = by_eligibility.values()
-            else:
-                index = spec.window_index(pane, start)
-                parts = [by_eligibility[e] for e in sorted(by_eligibility) if e <= index]
-            for agg in parts:
-                count += agg.count
-                sum_price += agg.sum_price
-                if agg.min_price < min_price:
-                    min_price = agg.min_price
-                if agg.max_price > max_price:
-                    max_price = agg.max_price
-                volume += agg.volume
-                notional += agg.notional
-                types |= agg.types
+        sole: Aggregate | None = None
+        if len(panes) == 1:
+            ((only_pane, only_parts),) = panes.items()
+            if len(only_parts) == 1 and start <= only_pane < end:
+                sole = only_parts.get(0)
+        if sole is not None:
+            count, sum_price, min_price, max_price = (
+                sole.count,
+                sole.sum_price,
+                sole.min_price,
+                sole.max_price,
+            )
+            volume, notional, types = sole.volume, sole.notional, sole.types
+        else:
+            count = volume = types = 0
+            sum_price = notional = 0.0
+            min_price, max_price = inf, -inf
+            for pane in range(start, end, spec.pane_ms):
+                by_eligibility = panes.get(pane)
+                if not by_eligibility:
+                    continue
+                if len(by_eligibility) == 1 and 0 in by_eligibility:
+                    parts: Iterable[Aggregate] = by_eligibility.values()
+                else:
+                    index = spec.window_index(pane, start)
+                    parts = [by_eligibility[e] for e in sorted(by_eligibility) if e <= index]
+                for agg in parts:
+                    count += agg.count
+                    sum_price += agg.sum_price
+                    if agg.min_price < min_price:
+                        min_price = agg.min_price
+                    if agg.max_price > max_price:
+                        max_price = agg.max_price
+                    volume += agg.volume
+                    notional += agg.notional
+                    types |= agg.types
         if not count:
             return None
         return WindowStats(
