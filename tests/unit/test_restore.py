@@ -201,6 +201,38 @@ def test_standby_batches_keep_the_standby_offsets(make_service: Any) -> None:
     assert set(roles) == {True}
 
 
+@pytest.mark.asyncio
+async def test_a_standby_batch_queued_when_flow_resumes_is_applied(make_service: Any) -> None:
+    """faust resumes the standby partitions, seeks the stream partitions, then resumes flow
+    once more; a standby batch fetched in between must not be emptied out of the queue, or
+    the standby copy has a hole (the consumer is past it) and skips those records."""
+    service, reference = make_service(), make_service()
+    records = changelog(seed=11, count=600, keys=10**6)  # few keys written twice
+    tp = changelog_tp(service, 1)
+    assign(recovery_of(reference), reference, tp, standby=True)
+    recovery_of(reference)._apply(batch_event(tp, records))
+    recovery = recovery_of(service)
+    assign(recovery, service, tp, standby=True)
+    first, *rest = split(records, seed=12)
+    queue = service.app.tables.changelog_queue
+    service.app.flow_control.resume()  # the standby partitions resumed
+    await queue.put(batch_event(tp, first))  # fetched while the stream partitions are sought
+    service.app.flow_control.resume()  # the end of the recovery
+    applier = asyncio.create_task(BulkRecovery._slurp_changelogs.fun(recovery))
+    try:
+        for batch in rest:
+            await queue.put(batch_event(tp, batch))
+        for _ in range(1000):
+            if recovery.standby_offsets[tp] == records[-1].offset:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        applier.cancel()
+    assert contents(service, 1) == contents(reference, 1), (
+        f"{len(first)} records of the first batch, offsets {first[0].offset}..{first[-1].offset}"
+    )
+
+
 def test_standby_remaining_counts_an_empty_copy_and_never_goes_negative(
     make_service: Any,
 ) -> None:

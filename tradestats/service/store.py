@@ -21,6 +21,7 @@ from faust.stores import rocksdb
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP, AppT
+from mode.utils.queues import ThrowableQueue
 
 from tradestats.service.restore import BulkRecovery
 from tradestats.service.transport import BatchSchema
@@ -29,13 +30,30 @@ __all__ = ["CheckpointStore", "PromptTableManager", "StateTable"]
 
 
 class PromptTableManager(TableManager):
-    """faust's table manager without its one-second pause before it subscribes, and with the
-    bulk changelog restore (:class:`.restore.BulkRecovery`).
+    """faust's table manager without its one-second pause before it subscribes, with the bulk
+    changelog restore (:class:`.restore.BulkRecovery`), and with a changelog queue that flow
+    control never empties.
 
     faust waits a second for tables that modules may still define while they are imported;
     tradestats defines its one table before the app starts, and the pause was half the time
     from process start to ready.
+
+    faust empties its changelog queue whenever flow resumes, and it resumes flow once more at
+    the end of every recovery: after it resumed the standby partitions and sought the stream
+    partitions. A standby batch fetched in between was dropped with the consumer already past
+    it, leaving a hole in the standby copy that a later takeover served as state. Kept, a
+    batch from before a rebalance is harmless here: :class:`.restore.BulkRecovery` writes only
+    partitions still assigned, and only the records past what the store holds, so batches
+    that come again after a seek add nothing.
     """
+
+    @property
+    def changelog_queue(self) -> ThrowableQueue:
+        if self._changelog_queue is None:
+            self._changelog_queue = self.app.FlowControlQueue(
+                maxsize=self.app.conf.stream_buffer_maxsize, clear_on_resume=False
+            )
+        return self._changelog_queue
 
     @property
     def recovery(self) -> Recovery:
