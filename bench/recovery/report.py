@@ -320,7 +320,7 @@ def _baseline_section(run: RunResult) -> list[str]:
     return [
         "## Before and after",
         "",
-        f"*Before*: {baseline.label}, measured in the same session on the same machine "
+        f"*Before*: {baseline.label}, measured on the same machine "
         f"({baseline.started} to {baseline.finished}) with `{baseline.command}`. *After*: this "
         f"run ({run.started} to {run.finished}). Cold: median seconds to ready and the replay "
         "phase's rate; standby takeover: assigned → ready; standby catch-up: standby records "
