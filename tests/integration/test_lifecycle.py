@@ -8,15 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from devtools.kafka import LocalKafka
 from tests.conftest import Broker
@@ -135,6 +137,52 @@ async def test_restart_after_the_input_stopped_emits_every_window(
     await asyncio.to_thread(restarted.wait_ready, 120)
     await expect_exact_windows(kafka.bootstrap_servers, topics, inputs, within=90)
     assert_never_crashed(restarted)
+
+
+async def test_a_state_lost_with_its_changelog_is_rebuilt_from_the_input(
+    kafka: Broker, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """The changelog topic and the volume are gone (deleted by an operator), the group's
+    committed offsets are not: the worker starts with no state, and its input's commits are
+    past it. Carrying on from the commits would emit every window that spans the restart
+    without the trades before it; the worker reads its input again from the start instead."""
+    topics = Topics.unique("lost")
+    bootstrap = kafka.bootstrap_servers
+    changelog = f"{topics.app_id}-trade-state-changelog"
+    await create_topics(bootstrap, [topics.trades], PARTITIONS)
+    env = worker_env(bootstrap, topics, PARTITIONS, window_idle_close_ms=10_000)
+    worker = new_worker(tmp_path, "tradestats-0", env)
+    workers.append(worker.start())
+    await asyncio.to_thread(worker.wait_ready, 120)
+    now = int(time.time() * 1000)
+    source = trade_source(ticker_count=30, seed=21)
+    trades = [Produced(*next(source), now + i * 3) for i in range(4000)]  # 12 s of event time
+    inputs = await produce(bootstrap, topics.trades, trades[:2000])
+
+    def processed(count: int) -> Callable[[], bool]:
+        return lambda: worker.metrics()["tradestats_trades_processed_total"] >= count
+
+    await wait_until(processed(len(inputs)), within=60, what="the first half processed")
+    await asyncio.sleep(1.5)  # a checkpoint (COMMIT_INTERVAL_MS=500) committed it
+    code, _ = worker.terminate()
+    assert code == 0, worker.log_tail()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([changelog])
+        deadline = time.monotonic() + 60
+        while changelog in await admin.list_topics():
+            assert time.monotonic() < deadline, f"{changelog} still listed after 60 s"
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    shutil.rmtree(worker.data_dir)
+    restarted = worker.start()
+    await asyncio.to_thread(restarted.wait_ready, 120)
+    inputs += await produce(bootstrap, topics.trades, trades[2000:])
+    await expect_exact_windows(bootstrap, topics, inputs, within=90)
+    assert_never_crashed(restarted)
+    assert worker.metrics()["tradestats_trades_processed_total"] == len(trades)  # all again
 
 
 async def test_endpoints_answer_through_rebalances(
