@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -159,10 +159,10 @@ async def test_a_state_lost_with_its_changelog_is_rebuilt_from_the_input(
     trades = [Produced(*next(source), now + i * 3) for i in range(4000)]  # 12 s of event time
     inputs = await produce(bootstrap, topics.trades, trades[:2000])
 
-    def processed(count: int) -> Callable[[], bool]:
-        return lambda: worker.metrics()["tradestats_trades_processed_total"] >= count
+    def processed_first_half() -> bool:
+        return worker.metrics()["tradestats_trades_processed_total"] >= len(inputs)
 
-    await wait_until(processed(len(inputs)), within=60, what="the first half processed")
+    await wait_until(processed_first_half, within=60, what="the first half processed")
     await asyncio.sleep(1.5)  # a checkpoint (COMMIT_INTERVAL_MS=500) committed it
     code, _ = worker.terminate()
     assert code == 0, worker.log_tail()
