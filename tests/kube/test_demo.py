@@ -70,13 +70,26 @@ class Demo:
 
     async def expect_exact(self) -> None:
         """Every window of everything produced so far, exact (duplicates only identical)."""
-        verdict = await expect_exact_windows(
-            self.stack.kafka, TOPICS, self.records, within=SETTLE_WITHIN
-        )
+        try:
+            verdict = await expect_exact_windows(
+                self.stack.kafka, TOPICS, self.records, within=SETTLE_WITHIN
+            )
+        except AssertionError as mismatch:
+            raise AssertionError(f"{mismatch}\n{self._worker_decisions()}") from None
         print(
             f"{len(self.records)} trades: {verdict.windows} windows exact, "
             f"{verdict.duplicates} identical duplicates"
         )
+
+    def _worker_decisions(self) -> str:
+        """What the workers logged about closing windows, dead letters and partitions."""
+        words = ("idle", "dead-lettered", "state loaded", "again", "assigned", "ready:", "reach")
+        return "\n".join(
+            f"{name}: {line}"
+            for name in (pod["metadata"]["name"] for pod in self.stack.workers())
+            for line in self.stack.log_tail(name, lines=2000).splitlines()
+            if any(word in line for word in words)
+        )[-20_000:]
 
     def settle(self, replicas: int = REPLICAS) -> float:
         return self.stack.wait_settled(replicas, PARTITIONS, SETTLE_WITHIN)

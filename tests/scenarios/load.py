@@ -211,6 +211,7 @@ async def _late_disagreements(bootstrap: str, topics: Topics, expected: Expected
     dead = await consume_quiet(bootstrap, topics.dlq)
     oracle_late = {(r.partition, r.offset) for r in expected.late}
     turned_late: dict[int, list[int]] = {}
+    first_error: dict[int, str] = {}  # the worker's reason, with its stream time
     for record in dead:
         headers = {k: v.decode(errors="replace") for k, v in record.headers}
         if headers.get("tradestats.reason") != "late":
@@ -221,10 +222,12 @@ async def _late_disagreements(bootstrap: str, topics: Topics, expected: Expected
         )
         if origin not in oracle_late:
             turned_late.setdefault(origin[0], []).append(record.timestamp)
+            first_error.setdefault(origin[0], headers.get("tradestats.error", "?"))
     if not turned_late:
         return "no trade was dead-lettered as late that the oracle counts in a window"
     return "dead-lettered as late, but in an open window per the oracle: " + "; ".join(
-        f"partition {partition}: {len(stamps)} trades stamped {min(stamps)}..{max(stamps)}"
+        f"partition {partition}: {len(stamps)} trades stamped {min(stamps)}..{max(stamps)} "
+        f"(first: {first_error[partition]})"
         for partition, stamps in sorted(turned_late.items())
     )
 

@@ -64,3 +64,30 @@ async def test_a_cluster_change_restarts_the_idle_count(pipeline: Pipeline) -> N
     consumer.view = ("brokers 1 2 3", "leader 2")  # the node is back
     await pipeline._close_idle_partitions(104.7)
     assert pipeline._steady_since == 104.7
+
+
+async def test_trades_that_come_while_the_broker_is_asked_keep_the_windows_open(
+    pipeline: Pipeline,
+) -> None:
+    """Input resuming after a lull: the first batch is folded in while the idle check waits
+    for the broker. Closing then would turn the rest of that second's trades late."""
+    state = pipeline._states[0]
+    closed: list[float] = []
+    state.close_idle = lambda: closed.append(pipeline._last_trade.get(0, -1.0)) or False
+
+    async def everything_read(*partitions: TP) -> Any:
+        return {TRADES: state.applied_offset + 1}
+
+    async def a_batch_meanwhile(*partitions: TP) -> Any:
+        state.applied_offset += 4  # what handle() does with a batch of trades
+        pipeline._last_trade[0] = 102.6
+        return {TRADES: state.applied_offset + 1}
+
+    pipeline.app.consumer.highwaters = a_batch_meanwhile
+    await pipeline._close_idle_partitions(102.5)
+    assert closed == [], "windows closed while trades were coming in"
+    assert pipeline._last_trade[0] == 102.6
+
+    pipeline.app.consumer.highwaters = everything_read  # quiet for the idle time again
+    await pipeline._close_idle_partitions(104.7)
+    assert closed == [-1.0], "a partition quiet for the idle time, all read, was not closed"

@@ -383,11 +383,11 @@ class Pipeline(Service):
             return
         self._last_idle_check = now
         idle_after = self.settings.window_idle_close_ms / 1000.0
-        quiet = [
-            partition
+        quiet = {  # partition -> when it last got a trade
+            partition: last
             for partition, last in self._last_trade.items()
             if now - last >= idle_after and partition in self._states
-        ]
+        }
         consumer = self.app.consumer
         assert isinstance(consumer, BatchingConsumer)
         topic = self.settings.trades_topic
@@ -411,15 +411,22 @@ class Pipeline(Service):
         self._note_cluster(view, now)
         if now - self._steady_since < idle_after:
             return
-        for partition in quiet:
-            state = self._states.get(partition)
+        for partition, last in quiet.items():
             end = ends.get(TP(topic, partition))
-            if state is None or end is None or end > state.applied_offset + 1:
-                continue  # unread input: a backlog is on its way
-            del self._last_trade[partition]
             done = self._idle_closing[partition] = asyncio.Event()
             try:
                 async with self._emitting:
+                    # Decided under the lock that folds batches: trades that came while the
+                    # broker was asked (input resuming after a lull) keep the windows open.
+                    state = self._states.get(partition)
+                    if (
+                        state is None
+                        or self._last_trade.get(partition) != last
+                        or end is None
+                        or end > state.applied_offset + 1  # unread input: a backlog is coming
+                    ):
+                        continue
+                    del self._last_trade[partition]
                     moved = state.close_idle()
                 if moved:
                     log.info(
