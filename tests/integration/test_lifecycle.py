@@ -110,6 +110,43 @@ async def test_topics_created_by_the_worker_are_read_at_once(
     assert_never_crashed(worker)
 
 
+async def test_input_resuming_after_lulls_stays_exact(
+    kafka: Broker, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Bursts of trades between lulls longer than WINDOW_IDLE_CLOSE_MS, as in a quiet market:
+    every lull closes the open windows, and every burst after it must come out exact, none
+    of its trades turned late. (A first batch racing the idle check is for
+    tests/unit/test_idle_close.py: its timing cannot be arranged from outside.)
+
+    The lulls are longer than a window too: the oracle knows no idle close, and a burst
+    starting sooner would fall into windows the lull closed (which the worker rightly keeps
+    it out of)."""
+    topics = Topics.unique("lulls")
+    bootstrap = kafka.bootstrap_servers
+    await create_topics(bootstrap, [topics.trades], PARTITIONS)
+    worker = new_worker(tmp_path, "tradestats-0", worker_env(bootstrap, topics, PARTITIONS))
+    workers.append(worker.start())
+    await asyncio.to_thread(worker.wait_ready, 120)
+    lull = max(int(worker.env["WINDOW_IDLE_CLOSE_MS"]), 5000) / 1000 + 1.5  # checks: 1/s
+    bursts = 5
+    # On time only: a trade stamped before a lull and arriving after it is late for the
+    # worker alone.
+    load = await SteadyLoad(bootstrap, topics.trades, rate=400, seed=31, late_fraction=0).start()
+    try:
+        for _ in range(bursts):
+            await load.run_for(1.5)
+            load.pause()
+            await asyncio.sleep(lull)
+            load.resume()
+        inputs = await load.stop()
+    finally:
+        await load.close()
+    await expect_exact_windows(bootstrap, topics, inputs, within=90)
+    assert_never_crashed(worker)
+    closes = worker.log_path.read_text(errors="replace").count("idle: closing its open windows")
+    assert closes >= bursts, f"{closes} idle closes in {bursts} lulls: the lulls closed nothing"
+
+
 async def test_restart_after_the_input_stopped_emits_every_window(
     kafka: Broker, tmp_path: Path, workers: list[Worker]
 ) -> None:
