@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import NotLeaderForPartitionError
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
 from prometheus_client import generate_latest
 
 from tradestats.service.metrics import Metrics
@@ -24,6 +25,8 @@ class _Sent:
     partition: int
     records: int
     acknowledged: asyncio.Future[Any]
+    #: The batch as aiokafka's sender puts it on the wire
+    wire: bytes
 
 
 @dataclass
@@ -47,7 +50,8 @@ class StandInProducer:
             await left.wait()
         self._left[(topic, partition)] = asyncio.Event()
         acknowledged = asyncio.get_running_loop().create_future()
-        self.sent.append(_Sent(topic, partition, batch.record_count(), acknowledged))
+        wire = bytes(batch._build())
+        self.sent.append(_Sent(topic, partition, batch.record_count(), acknowledged, wire))
         if self.sends is not None:
             self.sends.put_nowait(self)
         return acknowledged
@@ -112,6 +116,33 @@ async def test_records_queue_without_waiting_and_fill_the_next_batch_meanwhile()
     await asyncio.wait_for(output.settle(deliveries), 1)
     assert [d.last_offset for d in dict.fromkeys(deliveries)] == [9, 39]
     assert [r[0] for r in later[2][0].records] == [f"k{i}".encode() for i in range(10, 40)]
+
+
+@pytest.mark.asyncio
+async def test_batches_carry_exactly_the_records_sent_in_order() -> None:
+    """Records appended to aiokafka's C builder directly (``_fill``): each batch on the wire
+    holds its records with their keys, values, timestamps and headers, the record count the
+    producer's sequence numbers follow agrees, and records spill into new batches in order."""
+    producers: list[StandInProducer] = []
+    output = await _output(producers)
+    producer = producers[0]
+    sent: list[OutputRecord] = [
+        (f"k{i}".encode(), f"v{i}".encode() * 50, 1000 + i, [("h", b"%d" % i)] if i % 7 else None)
+        for i in range(600)
+    ]
+    deliveries = output.send("out", 1, sent[:250]) + output.send("out", 1, sent[250:])
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        producer.release()
+    await asyncio.wait_for(output.settle(deliveries), 5)
+    assert len(producer.sent) > 2, "600 records of about 200 bytes fit no 16 KiB batch"
+    read = []
+    for batch in producer.sent:
+        on_wire = list(DefaultRecordBatch(batch.wire))
+        assert len(on_wire) == batch.records
+        read += [(r.key, r.value, r.timestamp, r.headers or None) for r in on_wire]
+    assert read == [(k, v, t, h) for k, v, t, h in sent]
+    assert [r for d in dict.fromkeys(deliveries) for r in d.records] == sent
 
 
 @pytest.mark.asyncio
