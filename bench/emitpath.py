@@ -89,17 +89,43 @@ def _records(trades: int, tickers: int, rate: float) -> list[_Record]:
     ]
 
 
+def _batch_filler() -> Callable[[Any, Sequence[Any], int], int]:
+    """The tree's way of filling a record batch, ``(builder, records, start) -> first record
+    left out``: ``fill_batch`` where the tree has one, else aiokafka's per-record ``append``
+    wrapper, which is what ``Output.send`` called."""
+    try:
+        from tradestats.service.output import fill_batch
+    except ImportError:
+        return _append_per_record
+    return fill_batch
+
+
+def _append_per_record(builder: Any, records: Sequence[Any], start: int) -> int:
+    for index in range(start, len(records)):
+        key, value, timestamp, _ = records[index]
+        if builder.append(key=key, value=value, timestamp=timestamp, headers=[]) is None:
+            return index
+    return len(records)
+
+
 def _append_all(
-    builder_type: Any, results: Sequence[Any], keys: list[bytes], values: list[bytes]
+    builder_type: Any,
+    fill: Callable[[Any, Sequence[Any], int], int],
+    results: Sequence[Any],
+    keys: list[bytes],
+    values: list[bytes],
 ) -> int:
+    """The output records of ``results`` (as ``Pipeline._send_results`` makes them) appended to
+    record batches; returns how many batches they took."""
+    records = [
+        (key, value, stats.window_end - 1, None)
+        for stats, key, value in zip(results, keys, values, strict=True)
+    ]
     batches = 1
-    builder = builder_type(_BATCH_BYTES, 0)
-    for stats, key, value in zip(results, keys, values, strict=True):
-        timestamp = stats.window_end - 1
-        if builder.append(timestamp=timestamp, key=key, value=value) is None:
-            builder = builder_type(_BATCH_BYTES, 0)
-            builder.append(timestamp=timestamp, key=key, value=value)
-            batches += 1
+    done = fill(builder_type(_BATCH_BYTES, 0), records, 0)
+    while done < len(records):
+        done = fill(builder_type(_BATCH_BYTES, 0), records, done)
+        batches += 1
     return batches
 
 
@@ -110,6 +136,7 @@ def run(records: list[_Record], batch: int, stages: _Stages) -> None:
     from tradestats.core.windows import WindowSpec
 
     encode = _encoder()
+    fill = _batch_filler()
     state = PartitionState(WindowSpec(5000, 1000))
     for begin in range(0, len(records), batch):
         chunk = records[begin : begin + batch]
@@ -117,7 +144,9 @@ def run(records: list[_Record], batch: int, stages: _Stages) -> None:
         results = stages.timed("close_windows", state.close_windows)
         if results:
             encoded = stages.timed("encode", partial(encode, results))
-            stages.timed("batch append", partial(_append_all, BatchBuilder, results, *encoded))
+            stages.timed(
+                "batch append", partial(_append_all, BatchBuilder, fill, results, *encoded)
+            )
             stages.results += len(results)
         if begin // batch % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
             stages.timed("checkpoint", state.checkpoint)

@@ -120,7 +120,7 @@ async def test_records_queue_without_waiting_and_fill_the_next_batch_meanwhile()
 
 @pytest.mark.asyncio
 async def test_batches_carry_exactly_the_records_sent_in_order() -> None:
-    """Records appended to aiokafka's C builder directly (``_fill``): each batch on the wire
+    """Records appended to aiokafka's C builder directly (``fill_batch``): each batch on the wire
     holds its records with their keys, values, timestamps and headers, the record count the
     producer's sequence numbers follow agrees, and records spill into new batches in order."""
     producers: list[StandInProducer] = []

@@ -43,7 +43,7 @@ from tradestats.service.kafka import (
 )
 from tradestats.settings import Settings
 
-__all__ = ["NO_HEADERS", "Delivery", "DeliveryError", "Output", "OutputRecord"]
+__all__ = ["NO_HEADERS", "Delivery", "DeliveryError", "Output", "OutputRecord", "fill_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,11 @@ class Output:
         batches = lane.batches
         batch = batches[-1] if batches else self._open_batch(lane)
         touched = [batch.delivery]
-        done = _fill(batch.builder, records, 0)
+        done = fill_batch(batch.builder, records, 0)
         batch.delivery.records.extend(records[:done])
         while done < len(records):
             batch = self._open_batch(lane)
-            appended = _fill(batch.builder, records, done)
+            appended = fill_batch(batch.builder, records, done)
             if appended == done:
                 raise DeliveryError(f"a record for {topic} is larger than a whole batch")
             batch.delivery.records.extend(records[done:appended])
@@ -297,7 +297,7 @@ class Output:
         return self._producer
 
 
-def _fill(builder: Any, records: Sequence[OutputRecord], start: int) -> int:
+def fill_batch(builder: Any, records: Sequence[OutputRecord], start: int) -> int:
     """Append ``records[start:]`` to an aiokafka ``BatchBuilder`` until it is full (then it is
     closed); returns the index of the first record left out.
 
