@@ -141,7 +141,7 @@ async def test_batches_carry_exactly_the_records_sent_in_order() -> None:
         on_wire = list(DefaultRecordBatch(batch.wire))
         assert len(on_wire) == batch.records
         read += [(r.key, r.value, r.timestamp, r.headers or None) for r in on_wire]
-    assert read == [(k, v, t, h) for k, v, t, h in sent]
+    assert read == sent
     assert [r for d in dict.fromkeys(deliveries) for r in d.records] == sent
 
 
