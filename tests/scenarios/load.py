@@ -185,10 +185,13 @@ async def expect_exact_windows(
     inputs: list[Record],
     *,
     within: float = 120.0,
+    explain: Callable[[], str] | None = None,
 ) -> Verdict:
     """Wait until every expected window is on the output topic, then check them all.
 
     At-least-once: a window may appear more than once, but only with the identical value.
+    A mismatch says which trades the worker turned late, and what ``explain`` returns (the
+    workers' side of the story).
     """
     expected = expected_windows(inputs, 5000, 1000)
     wanted = {encode_windowed_key(ticker, start) for ticker, start in expected.windows}
@@ -198,8 +201,9 @@ async def expect_exact_windows(
     try:
         verdict = check_windows(inputs, outputs, exactly_once=False)
     except AssertionError as mismatch:
+        story = f"\n{explain()}" if explain is not None else ""
         raise AssertionError(
-            f"{mismatch}\n{await _late_disagreements(bootstrap, topics, expected)}"
+            f"{mismatch}\n{await _late_disagreements(bootstrap, topics, expected)}{story}"
         ) from None
     assert verdict.windows == len(expected.windows)
     return verdict

@@ -40,6 +40,10 @@ POD_PREFIX = "tradestats"
 _START_MARKER = "===== start "
 #: aiokafka's log lines for each failed reconnection attempt (many per second per client).
 _NOISE = re.compile(r"Unable connect to node|Unable to update metadata|NodeNotReadyError")
+_NOTABLE = re.compile(
+    r"ERROR|CRITICAL|Traceback|Crashed|ready: input|idle|stay open|cannot reach|new producer"
+    r"|reading again|earlier generation|stopping"
+)
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,23 @@ class StatefulSet:
         raise AssertionError(
             f"{self.pod(i).name} never recovered partition {partition}:\n{self.log_tails()}"
         )
+
+    def diagnosis(self, lines: int = 12) -> str:
+        """Each pod's state and the last of its log lines that say what it decided: errors,
+        crashes, readiness, idle checks, producers replaced. Short enough for a failure
+        message, which CI shows in full where it cuts the printed log tails."""
+        parts = []
+        for pod in self.pods:
+            text = pod.log_path.read_text(errors="replace") if pod.log_path.exists() else ""
+            notable = [
+                line
+                for line in text.splitlines()
+                if _NOTABLE.search(line) and not _NOISE.search(line)
+            ]
+            code = pod.process.returncode if pod.process else None
+            state = "running" if pod.alive() else f"exited with {code}"
+            parts.append(f"{pod.name} ({state}):\n  " + "\n  ".join(notable[-lines:]))
+        return "\n".join(parts)
 
     def log_tails(self, lines: int = 60) -> str:
         """The end of every pod's log, without the client's reconnection noise."""

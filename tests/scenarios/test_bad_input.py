@@ -169,7 +169,7 @@ async def bad_input_at_volume(
         rejected = [*expected.invalid, *expected.late]
         assert len(expected.invalid) >= len(inputs) // 8, "the load was not mixed as planned"
 
-        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs)
+        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs, explain=sts.diagnosis)
         dead = await consume(
             kafka.bootstrap_servers, topics.dlq, done=lambda r: len(r) >= len(rejected), within=60
         )

@@ -88,7 +88,7 @@ async def broker_restarts(
             await load.run_for(hold)
         inputs = await load.stop()
         # If an outage closed windows early, windows made only of late trades never come.
-        await expect_exact_windows(bootstrap, topics, inputs, within=45)
+        await expect_exact_windows(bootstrap, topics, inputs, within=45, explain=sts.diagnosis)
         sts.check_alive()
         for i in sts.running:
             assert sts.pod(i).get("/health")[0] == 200, sts.pod(i).log_tail()
@@ -146,7 +146,7 @@ async def test_windows_stay_open_while_the_broker_is_away(
         await load.run_for(3)
         inputs = await load.stop()
         # If an outage closed windows early, windows made only of late trades never come.
-        await expect_exact_windows(bootstrap, topics, inputs, within=45)
+        await expect_exact_windows(bootstrap, topics, inputs, within=45, explain=sts.diagnosis)
         sts.check_alive()
     finally:
         await load.close()

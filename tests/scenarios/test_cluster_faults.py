@@ -254,7 +254,9 @@ async def under_load(
         rig.note(f"load stopped: {len(inputs)} records, slowest ack {load.slowest_ack:.1f} s")
         rig.check_workers()
 
-        verdict = await expect_exact_windows(bootstrap, topics, inputs, within=120)
+        verdict = await expect_exact_windows(
+            bootstrap, topics, inputs, within=120, explain=sts.diagnosis
+        )
         expected = expected_windows(inputs, 5000, 1000)
         rejected = len(expected.invalid) + len(expected.late)
         dead = await consume(bootstrap, topics.dlq, done=lambda r: len(r) >= rejected, within=120)

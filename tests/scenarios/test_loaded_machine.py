@@ -88,7 +88,11 @@ async def starved(
             await load.run_for(seconds)
             inputs = await load.stop()
             verdict = await expect_exact_windows(
-                kafka.bootstrap_servers, topics, inputs, within=RESULTS_SECONDS
+                kafka.bootstrap_servers,
+                topics,
+                inputs,
+                within=RESULTS_SECONDS,
+                explain=sts.diagnosis,
             )
             expected = expected_windows(inputs, 5000, 1000)
             rejected = len(expected.invalid) + len(expected.late)

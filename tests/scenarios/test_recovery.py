@@ -131,7 +131,7 @@ async def test_sigkill_and_restart_on_the_intact_volume_replays_only_the_tail(
         await load.run_for(3)
         inputs = await load.stop()
         assert_warm(restart, inputs)
-        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs)
+        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs, explain=sts.diagnosis)
     finally:
         await load.close()
 
@@ -159,7 +159,7 @@ async def test_sigkill_and_restart_on_an_emptied_volume_restores_everything(
         assert cold.restored > warm.restored
         await load.run_for(3)
         inputs = await load.stop()
-        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs)
+        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs, explain=sts.diagnosis)
     finally:
         await load.close()
 
@@ -221,7 +221,7 @@ async def test_standby_replica_takes_over_without_a_full_restore(
         await asyncio.to_thread(sts.wait_settled)
         await load.run_for(3)
         inputs = await load.stop()
-        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs)
+        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs, explain=sts.diagnosis)
     finally:
         await load.close()
 
@@ -251,6 +251,8 @@ async def test_repeated_kills_warm_and_cold_soak(
                 assert_warm(restart, load.records)
         await load.run_for(5)
         inputs = await load.stop()
-        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs, within=300)
+        await expect_exact_windows(
+            kafka.bootstrap_servers, topics, inputs, within=300, explain=sts.diagnosis
+        )
     finally:
         await load.close()

@@ -54,7 +54,7 @@ async def rolling_restart(
         for name, code, seconds, _ in exits:
             assert code == 0, f"{name} exited with {code} on SIGTERM"
             assert seconds < GRACE_PERIOD_SECONDS, f"{name} needed {seconds:.1f} s to stop"
-        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs)
+        await expect_exact_windows(kafka.bootstrap_servers, topics, inputs, explain=sts.diagnosis)
     finally:
         await load.close()
 

@@ -56,7 +56,9 @@ async def scale_out_and_in(
             assert await asyncio.to_thread(sts.wait_settled) == {0: list(range(PARTITIONS))}
             await load.run_for(hold)
         inputs = await load.stop()
-        verdict = await expect_exact_windows(kafka.bootstrap_servers, topics, inputs)
+        verdict = await expect_exact_windows(
+            kafka.bootstrap_servers, topics, inputs, explain=sts.diagnosis
+        )
         print(f"{len(inputs)} trades, {verdict.windows} windows, {verdict.duplicates} duplicates")
     finally:
         await load.close()

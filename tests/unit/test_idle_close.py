@@ -91,3 +91,22 @@ async def test_trades_that_come_while_the_broker_is_asked_keep_the_windows_open(
     pipeline.app.consumer.highwaters = everything_read  # quiet for the idle time again
     await pipeline._close_idle_partitions(104.7)
     assert closed == [-1.0], "a partition quiet for the idle time, all read, was not closed"
+
+
+async def test_windows_held_open_say_why_once_per_quiet_spell(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Windows that never close are a mystery unless the worker says what it waits for."""
+    caplog.set_level("INFO", logger="tradestats.service.pipeline")
+    applied = pipeline._states[0].applied_offset
+    for now in (102.5, 103.6, 104.7, 133.0):
+        await pipeline._close_idle_partitions(now)
+    held = [r.getMessage() for r in caplog.records if "stay open" in r.getMessage()]
+    reason = (
+        "its windows stay open: input not read yet "
+        f"(end offset {10**9}, last offset processed {applied})"
+    )
+    assert held == [f"partition 0 quiet for 2 s, {reason}", f"partition 0 quiet for 33 s, {reason}"]
+    pipeline._last_trade[0] = 140.0  # trades came: a new quiet spell, said again at once
+    await pipeline._close_idle_partitions(142.5)
+    assert len([r for r in caplog.records if "stay open" in r.getMessage()]) == 3

@@ -79,6 +79,9 @@ class Pipeline(Service):
         self._last_trade: dict[int, float] = {}
         self._cluster_view: Hashable = None  # as the idle check last saw it
         self._idle_closing: dict[int, asyncio.Event] = {}
+        # Per quiet partition: why its windows were last kept open, in which quiet spell (the
+        # time of its last trade) and when that was logged.
+        self._held_open: dict[int, tuple[str, float, float]] = {}
         self._priced: dict[int, set[str]] = {}  # tickers with a window_avg_price series
         self._checkpoint_lock = asyncio.Lock()
         # Held from a state change until what it emits is queued: a checkpoint's snapshot
@@ -410,6 +413,8 @@ class Pipeline(Service):
             self._steady_since = now
         self._note_cluster(view, now)
         if now - self._steady_since < idle_after:
+            for partition, last in quiet.items():
+                self._hold_open(partition, last, now, "the cluster changed recently")
             return
         for partition, last in quiet.items():
             end = ends.get(TP(topic, partition))
@@ -419,14 +424,19 @@ class Pipeline(Service):
                     # Decided under the lock that folds batches: trades that came while the
                     # broker was asked (input resuming after a lull) keep the windows open.
                     state = self._states.get(partition)
-                    if (
-                        state is None
-                        or self._last_trade.get(partition) != last
-                        or end is None
-                        or end > state.applied_offset + 1  # unread input: a backlog is coming
-                    ):
+                    if state is None or self._last_trade.get(partition) != last:
+                        continue
+                    if end is None or end > state.applied_offset + 1:
+                        self._hold_open(
+                            partition,
+                            last,
+                            now,
+                            "input not read yet",
+                            f" (end offset {end}, last offset processed {state.applied_offset})",
+                        )
                         continue
                     del self._last_trade[partition]
+                    self._held_open.pop(partition, None)
                     moved = state.close_idle()
                 if moved:
                     log.info(
@@ -440,6 +450,24 @@ class Pipeline(Service):
             finally:
                 del self._idle_closing[partition]
                 done.set()
+
+    def _hold_open(
+        self, partition: int, last: float, now: float, reason: str, detail: str = ""
+    ) -> None:
+        """Say why a quiet partition's windows stay open: once per quiet spell and reason,
+        then every 30 s while it lasts (windows that never close are otherwise a mystery)."""
+        held = self._held_open.get(partition)
+        if held is not None and held[:2] == (reason, last) and now - held[2] < 30.0:
+            return
+        self._held_open[partition] = (reason, last, now)
+        log.info(
+            "partition %d quiet for %.0f s, its windows stay open: %s%s",
+            partition,
+            now - last,
+            reason,
+            detail,
+            extra={"partition": partition},
+        )
 
     def _note_cluster(self, view: Hashable, now: float) -> None:
         """Restart the idle counts if brokers, leaders or in-sync replicas changed."""
@@ -471,6 +499,7 @@ class Pipeline(Service):
         for partition in set(self._states) - partitions:
             del self._states[partition]
             self._last_trade.pop(partition, None)
+            self._held_open.pop(partition, None)
             self._pending_events.pop(partition, None)
             for ticker in self._priced.pop(partition, ()):
                 self.metrics.window_avg_price.remove(ticker)
