@@ -196,7 +196,9 @@ async def expect_exact_windows(
     expected = expected_windows(inputs, 5000, 1000)
     wanted = {encode_windowed_key(ticker, start) for ticker, start in expected.windows}
     assert wanted, "the scenario produced no windows"
+    waiting = time.monotonic()
     await consume(bootstrap, topics.stats, done=_seen_all(wanted), within=within)
+    print(f"waited {time.monotonic() - waiting:.1f} s for the {len(wanted)} expected windows")
     outputs: list[ConsumerRecord] = await consume_quiet(bootstrap, topics.stats)
     try:
         verdict = check_windows(inputs, outputs, exactly_once=False)

@@ -87,8 +87,9 @@ async def broker_restarts(
             )
             await load.run_for(hold)
         inputs = await load.stop()
-        # If an outage closed windows early, windows made only of late trades never come.
-        await expect_exact_windows(bootstrap, topics, inputs, within=45, explain=sts.diagnosis)
+        # If an outage closed windows early, windows made only of late trades never come; on a
+        # slow machine the last ones take a while after an unclean broker restart.
+        await expect_exact_windows(bootstrap, topics, inputs, within=90, explain=sts.diagnosis)
         sts.check_alive()
         for i in sts.running:
             assert sts.pod(i).get("/health")[0] == 200, sts.pod(i).log_tail()
@@ -145,8 +146,9 @@ async def test_windows_stay_open_while_the_broker_is_away(
         await asyncio.to_thread(dedicated_broker.start, timeout=120)
         await load.run_for(3)
         inputs = await load.stop()
-        # If an outage closed windows early, windows made only of late trades never come.
-        await expect_exact_windows(bootstrap, topics, inputs, within=45, explain=sts.diagnosis)
+        # If an outage closed windows early, windows made only of late trades never come; on a
+        # slow machine the last ones take a while after an unclean broker restart.
+        await expect_exact_windows(bootstrap, topics, inputs, within=90, explain=sts.diagnosis)
         sts.check_alive()
     finally:
         await load.close()
