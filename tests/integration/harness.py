@@ -230,9 +230,12 @@ class Worker:
             self.process.kill()
             self.process.wait(10)
 
+    def log_text(self) -> str:
+        """Everything the worker logged so far (every start of it), or nothing yet."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
     def log_tail(self, lines: int = 60) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def metrics(self) -> dict[str, float]:
         """The Prometheus exposition as {series: value}."""

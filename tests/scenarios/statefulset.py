@@ -246,7 +246,7 @@ class StatefulSet:
     def log_since_start(self, i: int) -> str:
         """The pod's log from its latest start."""
         pod = self.pod(i)
-        text = pod.log_path.read_text(errors="replace") if pod.log_path.exists() else ""
+        text = pod.log_text()
         return text[text.rfind(_START_MARKER) :] if _START_MARKER in text else text
 
     def recoveries(self, i: int) -> list[Recovery]:
@@ -279,14 +279,16 @@ class StatefulSet:
         message, which CI shows in full where it cuts the printed log tails."""
         parts = []
         for pod in self.pods:
-            text = pod.log_path.read_text(errors="replace") if pod.log_path.exists() else ""
+            text = pod.log_text()
             notable = [
                 line
                 for line in text.splitlines()
                 if _NOTABLE.search(line) and not _NOISE.search(line)
             ]
-            code = pod.process.returncode if pod.process else None
-            state = "running" if pod.alive() else f"exited with {code}"
+            if pod.alive():
+                state = "running"
+            else:
+                state = f"exited with {pod.process.returncode}" if pod.process else "not started"
             parts.append(f"{pod.name} ({state}):\n  " + "\n  ".join(notable[-lines:]))
         return "\n".join(parts)
 
@@ -294,7 +296,7 @@ class StatefulSet:
         """The end of every pod's log, without the client's reconnection noise."""
         tails = []
         for pod in self.pods:
-            text = pod.log_path.read_text(errors="replace") if pod.log_path.exists() else ""
+            text = pod.log_text()
             kept = [line for line in text.splitlines() if not _NOISE.search(line)]
             state = "running" if pod.alive() else "down"
             tails.append(f"----- {pod.name} ({state}):\n" + "\n".join(kept[-lines:]))
