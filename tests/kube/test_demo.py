@@ -31,7 +31,7 @@ from tests.integration.harness import consume
 from tests.kube.conftest import READY_WITHIN
 from tests.kube.stack import Restart, Stack, base_topics, is_ready
 from tests.oracle import Record, expected_windows
-from tests.scenarios.load import SteadyLoad, expect_exact_windows
+from tests.scenarios.load import WORKER_DECISIONS, SteadyLoad, expect_exact_windows
 from tests.scenarios.test_bad_input import check_conservation, known_bad, mixed_source
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(3600)]
@@ -70,12 +70,13 @@ class Demo:
 
     async def expect_exact(self) -> None:
         """Every window of everything produced so far, exact (duplicates only identical)."""
-        try:
-            verdict = await expect_exact_windows(
-                self.stack.kafka, TOPICS, self.records, within=SETTLE_WITHIN
-            )
-        except AssertionError as mismatch:
-            raise AssertionError(f"{mismatch}\n{self._worker_decisions()}") from None
+        verdict = await expect_exact_windows(
+            self.stack.kafka,
+            TOPICS,
+            self.records,
+            within=SETTLE_WITHIN,
+            explain=self._worker_decisions,
+        )
         print(
             f"{len(self.records)} trades: {verdict.windows} windows exact, "
             f"{verdict.duplicates} identical duplicates"
@@ -83,12 +84,11 @@ class Demo:
 
     def _worker_decisions(self) -> str:
         """What the workers logged about closing windows, dead letters and partitions."""
-        words = ("idle", "dead-lettered", "state loaded", "again", "assigned", "ready:", "reach")
         return "\n".join(
             f"{name}: {line}"
             for name in (pod["metadata"]["name"] for pod in self.stack.workers())
             for line in self.stack.log_tail(name, lines=2000).splitlines()
-            if any(word in line for word in words)
+            if WORKER_DECISIONS.search(line)
         )[-20_000:]
 
     def settle(self, replicas: int = REPLICAS) -> float:

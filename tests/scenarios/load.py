@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,11 +33,19 @@ from tradestats.core.codec import encode_windowed_key
 from tradestats.core.trades import encode_trade
 from tradestats.loadgen import TradeGenerator, tickers
 
-__all__ = ["KeyValue", "SteadyLoad", "expect_exact_windows", "trade_source"]
+__all__ = ["WORKER_DECISIONS", "KeyValue", "SteadyLoad", "expect_exact_windows", "trade_source"]
 
 KeyValue = tuple[bytes | None, bytes | None]
 
 _TICK_SECONDS = 0.05
+
+#: Worker log lines that say what it decided or what went wrong: idle closes and windows held
+#: open, dead letters, state loads, assignments, batches read or sent again, the broker out of
+#: reach, errors and crashes. What an ``explain`` for :func:`expect_exact_windows` picks out.
+WORKER_DECISIONS = re.compile(
+    r"idle|stay open|dead-lettered|state loaded|again|assigned|ready:|reach|new producer"
+    r"|earlier generation|stopping|ERROR|CRITICAL|Traceback|Crashed"
+)
 
 
 def trade_source(ticker_count: int = 12, seed: int = 0) -> Iterator[KeyValue]:

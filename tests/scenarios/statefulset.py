@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.harness import Topics, Worker, worker_env
+from tests.scenarios.load import WORKER_DECISIONS
 
 __all__ = [
     "POD_PREFIX",
@@ -40,10 +41,6 @@ POD_PREFIX = "tradestats"
 _START_MARKER = "===== start "
 #: aiokafka's log lines for each failed reconnection attempt (many per second per client).
 _NOISE = re.compile(r"Unable connect to node|Unable to update metadata|NodeNotReadyError")
-_NOTABLE = re.compile(
-    r"ERROR|CRITICAL|Traceback|Crashed|ready: input|idle|stay open|cannot reach|new producer"
-    r"|reading again|earlier generation|stopping"
-)
 
 
 @dataclass(frozen=True)
@@ -273,17 +270,17 @@ class StatefulSet:
             f"{self.pod(i).name} never recovered partition {partition}:\n{self.log_tails()}"
         )
 
-    def diagnosis(self, lines: int = 12) -> str:
-        """Each pod's state and the last of its log lines that say what it decided: errors,
-        crashes, readiness, idle checks, producers replaced. Short enough for a failure
-        message, which CI shows in full where it cuts the printed log tails."""
+    def diagnosis(self, lines: int = 20) -> str:
+        """Each pod's state and the last of its log lines that say what it decided
+        (:data:`WORKER_DECISIONS`). Short enough for a failure message, which CI shows in full
+        where it cuts the printed log tails."""
         parts = []
         for pod in self.pods:
             text = pod.log_text()
             notable = [
                 line
                 for line in text.splitlines()
-                if _NOTABLE.search(line) and not _NOISE.search(line)
+                if WORKER_DECISIONS.search(line) and not _NOISE.search(line)
             ]
             if pod.alive():
                 state = "running"

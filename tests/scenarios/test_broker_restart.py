@@ -24,6 +24,10 @@ pytestmark = [pytest.mark.broker, pytest.mark.asyncio, pytest.mark.usefixtures("
 
 PARTITIONS = 4
 PROCESSED = "tradestats_trades_processed_total"
+#: Seconds the last windows may take after the load stops. If an outage closed windows early,
+#: windows made only of late trades never come; on a slow machine the last ones take a while
+#: after an unclean broker restart.
+LAST_WINDOWS_WITHIN = 90
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +91,9 @@ async def broker_restarts(
             )
             await load.run_for(hold)
         inputs = await load.stop()
-        # If an outage closed windows early, windows made only of late trades never come; on a
-        # slow machine the last ones take a while after an unclean broker restart.
-        await expect_exact_windows(bootstrap, topics, inputs, within=90, explain=sts.diagnosis)
+        await expect_exact_windows(
+            bootstrap, topics, inputs, within=LAST_WINDOWS_WITHIN, explain=sts.diagnosis
+        )
         sts.check_alive()
         for i in sts.running:
             assert sts.pod(i).get("/health")[0] == 200, sts.pod(i).log_tail()
@@ -146,9 +150,9 @@ async def test_windows_stay_open_while_the_broker_is_away(
         await asyncio.to_thread(dedicated_broker.start, timeout=120)
         await load.run_for(3)
         inputs = await load.stop()
-        # If an outage closed windows early, windows made only of late trades never come; on a
-        # slow machine the last ones take a while after an unclean broker restart.
-        await expect_exact_windows(bootstrap, topics, inputs, within=90, explain=sts.diagnosis)
+        await expect_exact_windows(
+            bootstrap, topics, inputs, within=LAST_WINDOWS_WITHIN, explain=sts.diagnosis
+        )
         sts.check_alive()
     finally:
         await load.close()
