@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,11 +59,19 @@ class Topics:
         return cls(f"ts-{tag}", f"trades-{tag}", f"stats-{tag}", f"dlq-{tag}")
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+async def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    config: Mapping[str, str] | None = None,
+) -> None:
+    """Create topics the way an operator would, before any worker runs (``config`` for all)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        await admin.create_topics(
+            [NewTopic(n, partitions, 1, topic_configs=dict(config or {})) for n in names]
+        )
     finally:
         await admin.close()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from devtools.kafka import LocalKafka
 from tests.conftest import Broker
@@ -32,6 +33,7 @@ from tests.integration.harness import (
     worker_env,
 )
 from tests.scenarios.load import SteadyLoad, expect_exact_windows, trade_source
+from tradestats.service.app import STATE_TABLE
 
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
 
@@ -87,6 +89,65 @@ async def test_first_start_with_topics_created_beforehand_stays_up(
     assert_never_crashed(worker)
     dead = worker.metrics()['tradestats_trades_dead_lettered_total{reason="not_json"}']
     assert dead == 1
+
+
+def thin_backlog(seed: int, count: int = 15_000) -> list[Produced]:
+    """2,000 tickers trading every 2 s, stamped in the last 30 s: about 5 window results per
+    trade, and read as a backlog they fill the producer's batches at once."""
+    now = int(time.time() * 1000)
+    source = trade_source(ticker_count=2_000, seed=seed)
+    return [Produced(*next(source), now - 30_000 + i) for i in range(count)]
+
+
+async def test_topics_created_with_a_small_record_limit_get_batches_that_fit(
+    kafka: Broker, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """An operator created the output and changelog topics with ``max.message.bytes`` of
+    64 KiB, below the worker's batch size. Each full batch used to be refused as too large,
+    and the worker stopped on it: now it reads the limits and builds batches that fit."""
+    topics = Topics.unique("small")
+    changelog = f"{topics.app_id}-{STATE_TABLE}-changelog"
+    small = {"max.message.bytes": "65536"}
+    await create_topics(kafka.bootstrap_servers, [topics.trades], PARTITIONS)
+    await create_topics(kafka.bootstrap_servers, [topics.stats], PARTITIONS, small)
+    await create_topics(
+        kafka.bootstrap_servers, [changelog], PARTITIONS, {**small, "cleanup.policy": "compact"}
+    )
+    inputs = await produce(kafka.bootstrap_servers, topics.trades, thin_backlog(seed=7))
+    worker = new_worker(tmp_path, "tradestats-0", worker_env(kafka.bootstrap_servers, topics, 6))
+    workers.append(worker.start())
+    await expect_exact_windows(
+        kafka.bootstrap_servers, topics, inputs, within=120, explain=worker.log_tail
+    )
+    assert_never_crashed(worker)
+    assert f"{topics.stats} takes record batches of up to 65536 bytes" in worker.log_text()
+
+
+async def test_a_record_limit_lowered_while_running_shrinks_the_batches(
+    kafka: Broker, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """The output topic's ``max.message.bytes`` goes down to 32 KiB under a running worker:
+    the broker refuses its next full batches as too large, and the worker halves its batches
+    for that topic until they fit, sending the refused results again; none is lost."""
+    topics = Topics.unique("lowered")
+    worker = new_worker(tmp_path, "tradestats-0", worker_env(kafka.bootstrap_servers, topics, 6))
+    workers.append(worker.start())
+    await asyncio.to_thread(worker.wait_ready, 120)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        resource = ConfigResource(
+            ConfigResourceType.TOPIC, topics.stats, {"max.message.bytes": "32768"}
+        )
+        await admin.alter_configs([resource])
+    finally:
+        await admin.close()
+    inputs = await produce(kafka.bootstrap_servers, topics.trades, thin_backlog(seed=8))
+    await expect_exact_windows(
+        kafka.bootstrap_servers, topics, inputs, within=120, explain=worker.log_tail
+    )
+    assert_never_crashed(worker)
+    assert "as too large: batches of" in worker.log_text()
 
 
 async def test_topics_created_by_the_worker_are_read_at_once(

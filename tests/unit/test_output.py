@@ -1,6 +1,7 @@
 """The worker's output lanes against a stand-in producer: records queued without waiting, in
-order, batched while the producer holds a partition's previous batch back, and failed batches
-sent again with a new producer. Plus the emit-latency histogram's exposition."""
+order, batched while the producer holds a partition's previous batch back, in batches that fit
+the topic's record limit, and failed batches sent again with a new producer. Plus the
+emit-latency histogram's exposition."""
 
 from __future__ import annotations
 
@@ -9,14 +10,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiokafka.errors import NotLeaderForPartitionError
+from aiokafka.errors import MessageSizeTooLargeError, NotLeaderForPartitionError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 from prometheus_client import generate_latest
 
+from tradestats.service import output as output_module
 from tradestats.service.metrics import Metrics
-from tradestats.service.output import NO_HEADERS, Output, OutputRecord
+from tradestats.service.output import BATCH_BYTES_MAX, NO_HEADERS, Output, OutputRecord
 from tradestats.settings import Settings
+
+#: The topic's max.message.bytes as the stand-in broker describes it
+LIMIT = 16 * 1024
+
+
+@pytest.fixture(autouse=True)
+def described_limits(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The topics' max.message.bytes as the broker describes them (a topic left out: not
+    described)."""
+    limits = {"out": LIMIT}
+
+    async def describe(settings: Settings, names: list[str]) -> dict[str, int]:
+        return {name: limits[name] for name in names if name in limits}
+
+    monkeypatch.setattr(output_module, "record_batch_limits", describe)
+    return limits
 
 
 @dataclass
@@ -40,17 +58,19 @@ class StandInProducer:
     stopped: bool = False
     #: Every producer's sends, by producer: the test waits on it
     sends: asyncio.Queue[StandInProducer] | None = None
-
-    def create_batch(self) -> BatchBuilder:
-        return BatchBuilder(16 * 1024, 0)
+    #: The broker's record limit: a larger batch is refused as too large at once
+    refuse_above: int | None = None
 
     async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
         left = self._left.get((topic, partition))
         if left is not None:
             await left.wait()
-        self._left[(topic, partition)] = asyncio.Event()
         acknowledged = asyncio.get_running_loop().create_future()
         wire = bytes(batch._build())
+        if self.refuse_above is not None and len(wire) > self.refuse_above:
+            acknowledged.set_exception(MessageSizeTooLargeError())
+        else:
+            self._left[(topic, partition)] = asyncio.Event()
         self.sent.append(_Sent(topic, partition, batch.record_count(), acknowledged, wire))
         if self.sends is not None:
             self.sends.put_nowait(self)
@@ -85,12 +105,14 @@ def records(count: int, first: int = 0) -> list[OutputRecord]:
 
 
 async def _output(
-    producers: list[StandInProducer], sends: asyncio.Queue[StandInProducer] | None = None
+    producers: list[StandInProducer],
+    sends: asyncio.Queue[StandInProducer] | None = None,
+    refuse_above: int | None = None,
 ) -> Output:
     output = Output(Settings(), ["out"])
 
     async def new_producer() -> StandInProducer:
-        producers.append(StandInProducer(sends=sends))
+        producers.append(StandInProducer(sends=sends, refuse_above=refuse_above))
         return producers[-1]
 
     output._new_producer = new_producer  # type: ignore[assignment,method-assign]
@@ -138,6 +160,7 @@ async def test_batches_carry_exactly_the_records_sent_in_order() -> None:
     assert len(producer.sent) > 2, "600 records of about 200 bytes fit no 16 KiB batch"
     read = []
     for batch in producer.sent:
+        assert len(batch.wire) <= LIMIT, "a batch above the topic's max.message.bytes"
         on_wire = list(DefaultRecordBatch(batch.wire))
         assert len(on_wire) == batch.records
         read += [(r.key, r.value, r.timestamp, r.headers or None) for r in on_wire]
@@ -160,6 +183,40 @@ async def test_a_failed_batch_is_sent_again_in_order_with_a_new_producer() -> No
     assert [(s.partition, s.records) for s in producers[1].sent] == [(3, 5)]
     producers[1].release()
     await asyncio.wait_for(settling, 5)
+
+
+@pytest.mark.asyncio
+async def test_batches_refused_as_too_large_shrink_until_they_fit(
+    described_limits: dict[str, int],
+) -> None:
+    """The topic's limit could not be read, so its batches are as large as any: the broker
+    refuses them as too large, and the worker halves that topic's batches until they fit,
+    sending the refused records again. A record too large on its own stops the worker."""
+    described_limits.clear()
+    producers: list[StandInProducer] = []
+    output = await _output(producers, refuse_above=20_000)
+    assert output.batch_bytes == {"out": BATCH_BYTES_MAX}
+    sent = records(600)
+    deliveries = output.send("out", 2, sent)
+    settling = asyncio.create_task(output.settle(deliveries))
+    while not settling.done():
+        await asyncio.sleep(0.01)
+        producers[-1].release()
+    await asyncio.wait_for(settling, 60)
+    assert output.batch_bytes["out"] <= 20_000
+    delivered = [
+        batch
+        for producer in producers
+        for batch in producer.sent
+        if batch.acknowledged.exception() is None
+    ]
+    assert all(len(batch.wire) <= 20_000 for batch in delivered)
+    read = [r.key for batch in delivered for r in DefaultRecordBatch(batch.wire)]
+    assert sorted(read) == sorted(key for key, *_ in sent)
+
+    too_large = output.send("out", 2, [(b"big", b"x" * 30_000, 1, NO_HEADERS)])
+    with pytest.raises(output_module.DeliveryError, match="larger than the broker accepts"):
+        await asyncio.wait_for(output.settle(too_large), 10)
 
 
 def test_emit_latency_counts_many_equal_observations_at_once() -> None:

@@ -13,6 +13,10 @@ failures are handled:
   producer whose idempotence state broke) replaces the producer with a new one and sends the
   failed batches again, for up to ``KAFKA_DELIVERY_TIMEOUT_MS``. A batch sent twice may leave
   duplicates; every record here is idempotent (the same key with the same value);
+* a batch of several records that the broker refused as too large for its topic halves that
+  topic's batches and is sent again the same way. Batches are built to fit each topic's
+  ``max.message.bytes`` as read at start, so this happens only when that could not be read or
+  went down since;
 * an error that retrying cannot cure (authentication, authorisation, a record the broker will
   never take, a topic that does not exist) raises :class:`DeliveryError` at once, and so does a
   curable one that lasted past the bound: the worker stops with that message.
@@ -34,16 +38,32 @@ from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnknownTopicOrPartitionError,
+)
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from tradestats.service.kafka import (
     DEAD_LETTER_MAX_BYTES,
     incurable_reason,
     producer_config,
 )
+from tradestats.service.topics import record_batch_limits
 from tradestats.settings import Settings
 
-__all__ = ["NO_HEADERS", "Delivery", "DeliveryError", "Output", "OutputRecord", "fill_batch"]
+__all__ = [
+    "BATCH_BYTES_MAX",
+    "NO_HEADERS",
+    "Delivery",
+    "DeliveryError",
+    "Output",
+    "OutputRecord",
+    "fill_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +81,19 @@ _EMPTY_HEADERS: list[tuple[str, bytes]] = []
 
 #: A producer being replaced gets this long to hand back what it holds before it is dropped.
 _STOP_TIMEOUT_S = 10.0
-#: Batches (of up to the producer's max_batch_size each) queued but not handed to the producer
-#: yet, beyond which :meth:`Output.wait_for_room` makes the worker wait: the memory bound.
-_MAX_UNSUBMITTED = 64
+#: The largest record batch built. aiokafka keeps one produce request in flight per broker,
+#: so the batch size sets what a round trip carries: at thin densities, where the worker
+#: waits on its producer, 1 MiB batches against 256 KiB halved that wait (issue 11). It is
+#: Kafka's default ``max.message.bytes`` (1,048,588) rounded down; a topic that allows less
+#: gets batches of its own limit.
+BATCH_BYTES_MAX = 1024 * 1024
+#: Bytes in batches not handed to the producer yet, beyond which :meth:`Output.wait_for_room`
+#: makes the worker wait: the memory bound (what was queued stays held, with its records,
+#: until acknowledged). 64 MiB took the worker's peak RSS at 0.1 trades/ticker/s from about
+#: 700 to 1,180 MiB, above the pods' 768 MiB limit, for no measurable speed (issue 11).
+_MAX_UNSUBMITTED_BYTES = 16 * 1024 * 1024
+#: The broker refused a batch as too large for its topic.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 _BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -83,6 +113,8 @@ class Delivery:
     partition: int
     records: list[OutputRecord]
     future: asyncio.Future[Any] = field(repr=False)
+    size: int = 0
+    """Bytes of the batch as submitted."""
 
     @property
     def last_offset(self) -> int:
@@ -125,11 +157,14 @@ class Output:
         # Handed to the current producer and not acknowledged yet: failed when it is replaced,
         # since a producer stopped with batches in hand may never complete their futures.
         self._submitted: set[Delivery] = set()
-        self._unsubmitted = 0
+        self._unsubmitted_bytes = 0
         self._room = asyncio.Event()
+        #: Per topic, the size of the batches built for it (see :meth:`_batch_sizes`).
+        self.batch_bytes: dict[str, int] = {}
 
     async def start(self) -> None:
         self._producer = await self._new_producer()
+        self.batch_bytes = await self._batch_sizes()
 
     async def stop(self) -> None:
         for task in list(self._submitters):
@@ -138,7 +173,7 @@ class Output:
             for batch in lane.batches:
                 batch.delivery.future.cancel()
         self._lanes.clear()
-        self._unsubmitted = 0
+        self._unsubmitted_bytes = 0
         self._room.set()
         if self._producer is not None:
             await self._producer.stop()
@@ -158,17 +193,21 @@ class Output:
             lane = self._lanes[(topic, partition)] = _Lane(topic, partition)
         batches = lane.batches
         batch = batches[-1] if batches else self._open_batch(lane)
-        touched = [batch.delivery]
-        done = fill_batch(batch.builder, records, 0)
-        batch.delivery.records.extend(records[:done])
-        while done < len(records):
-            batch = self._open_batch(lane)
-            appended = fill_batch(batch.builder, records, done)
-            if appended == done:
-                raise DeliveryError(f"a record for {topic} is larger than a whole batch")
+        touched: list[Delivery] = []
+        done = 0
+        while True:
+            builder = batch.builder
+            size = builder.size()
+            appended = fill_batch(builder, records, done)
+            self._unsubmitted_bytes += builder.size() - size
             batch.delivery.records.extend(records[done:appended])
             touched.append(batch.delivery)
+            if appended == len(records):
+                break
+            if appended == done and not batch.delivery.records:
+                raise DeliveryError(f"a record for {topic} is larger than a whole batch")
             done = appended
+            batch = self._open_batch(lane)
         if not lane.submitting:
             lane.submitting = True
             task = asyncio.get_running_loop().create_task(self._submit(lane))
@@ -180,7 +219,7 @@ class Output:
         """Yield to the event loop (the lanes submit meanwhile), and wait while more batches
         are queued than the producer takes, so a worker faster than its broker stays bounded."""
         await asyncio.sleep(0)
-        while self._unsubmitted > _MAX_UNSUBMITTED:
+        while self._unsubmitted_bytes > _MAX_UNSUBMITTED_BYTES:
             self._room.clear()
             await self._room.wait()
 
@@ -196,7 +235,8 @@ class Output:
                 return
             error = failed[0].future.exception()
             assert error is not None
-            _raise_if_incurable(error, failed[0].topic)
+            for delivery in self._not_cured_by_smaller_batches(failed):
+                _raise_if_incurable(delivery.future.exception() or error, delivery.topic)
             now = time.monotonic()
             failing_since = failing_since or now
             bound = self.settings.kafka_delivery_timeout_ms / 1000.0
@@ -224,12 +264,53 @@ class Output:
 
     # --- internals -----------------------------------------------------------------------
 
+    async def _batch_sizes(self) -> dict[str, int]:
+        """Per topic, batches of :data:`BATCH_BYTES_MAX` or of its ``max.message.bytes`` if
+        that is less: a topic created by someone else may take less than Kafka's default, and
+        a batch above its limit is refused whole."""
+        try:
+            limits = await record_batch_limits(self.settings, self.topics)
+        except Exception as exc:  # a refused batch still shrinks its topic's batches
+            log.warning("cannot read the topics' max.message.bytes (%r)", exc)
+            limits = {}
+        sizes = {
+            topic: min(BATCH_BYTES_MAX, limits.get(topic, BATCH_BYTES_MAX)) for topic in self.topics
+        }
+        for topic, size in sizes.items():
+            if size < BATCH_BYTES_MAX:
+                log.info(
+                    "%s takes record batches of up to %d bytes: batches sized to fit", topic, size
+                )
+        return sizes
+
+    def _not_cured_by_smaller_batches(self, failed: Sequence[Delivery]) -> list[Delivery]:
+        """The failed deliveries, less those refused as too large that smaller batches cure.
+
+        A batch of more than one record refused as too large for its topic (whose limit went
+        down, or could not be read) halves the size of that topic's batches from then on; its
+        records are sent again in batches that size. A single record too large stays refused.
+        """
+        uncured = []
+        for delivery in failed:
+            if not isinstance(delivery.future.exception(), _TOO_LARGE) or len(delivery.records) < 2:
+                uncured.append(delivery)
+                continue
+            size = min(self.batch_bytes[delivery.topic], delivery.size // 2)
+            if size < self.batch_bytes[delivery.topic]:
+                log.warning(
+                    "%s refused a batch of %d bytes as too large: batches of %d bytes from now on",
+                    delivery.topic,
+                    delivery.size,
+                    size,
+                )
+                self.batch_bytes[delivery.topic] = size
+        return uncured
+
     def _open_batch(self, lane: _Lane) -> _Batch:
-        builder = self._require_producer().create_batch()
+        builder = BatchBuilder(self.batch_bytes[lane.topic], 0)  # uncompressed
         future = asyncio.get_running_loop().create_future()
         batch = _Batch(builder, Delivery(lane.topic, lane.partition, [], future))
         lane.batches.append(batch)
-        self._unsubmitted += 1
         return batch
 
     async def _submit(self, lane: _Lane) -> None:
@@ -238,9 +319,10 @@ class Output:
         try:
             while lane.batches:
                 batch = lane.batches.popleft()
-                self._unsubmitted -= 1
-                self._room.set()
                 delivery = batch.delivery
+                delivery.size = batch.builder.size()
+                self._unsubmitted_bytes -= delivery.size
+                self._room.set()
                 producer = self._require_producer()
                 submitted = self._submitted
                 submitted.add(delivery)

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 
 from aiokafka import errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from mode import Service
 
 from tradestats.service.kafka import client_config, incurable_reason, probe_connection
 from tradestats.settings import Settings
 
-__all__ = ["TopicError", "TopicSetup", "TopicSpec", "check_existing"]
+__all__ = ["TopicError", "TopicSetup", "TopicSpec", "check_existing", "record_batch_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +151,32 @@ async def _leaderless(admin: AIOKafkaAdminClient, names: Sequence[str]) -> list[
         or not topic["partitions"]
         or any(partition["leader"] < 0 for partition in topic["partitions"])
     )
+
+
+async def record_batch_limits(settings: Settings, names: Sequence[str]) -> dict[str, int]:
+    """Each topic's ``max.message.bytes``: the largest record batch its brokers take.
+
+    The effective value, the broker's default included. A topic the broker does not describe
+    (no DescribeConfigs permission, say) is left out and logged; an unreachable broker raises.
+    """
+    admin = AIOKafkaAdminClient(**client_config(settings), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
+                for name in names
+            ]
+        )
+    finally:
+        await admin.close()
+    limits: dict[str, int] = {}
+    for response in responses:
+        for code, message, _, name, entries in response.resources:
+            values = [value for key, value, *_ in entries if key == "max.message.bytes"]
+            if code or not values:
+                error = errors.for_code(code).__name__ if code else "no value"
+                log.warning("cannot read max.message.bytes of %s (%s %s)", name, error, message)
+                continue
+            limits[name] = int(values[0])
+    return limits
