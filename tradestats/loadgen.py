@@ -214,6 +214,7 @@ def run_loadgen(
 
     from tradestats.service.kafka import producer_config
     from tradestats.service.logs import logging_config
+    from tradestats.service.topics import record_batch_limits
 
     logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
 
@@ -224,9 +225,13 @@ def run_loadgen(
             loop.add_signal_handler(signum, stop.set)
         if stop_requested.is_set():  # a signal before the loop's handlers were in place
             stop.set()
-        producer = AIOKafkaProducer(
-            **producer_config(settings, client_id=f"{settings.app_id}-loadgen", linger_ms=20)
+        config = producer_config(settings, client_id=f"{settings.app_id}-loadgen", linger_ms=20)
+        # Batches the topic takes: an operator may have created it with a lower record limit.
+        limits = await record_batch_limits(settings, [settings.trades_topic])
+        config["max_batch_size"] = min(
+            config["max_batch_size"], limits.get(settings.trades_topic, config["max_batch_size"])
         )
+        producer = AIOKafkaProducer(**config)
         await producer.start()
         bar = tqdm(total=count, unit=" trades", disable=not progress, smoothing=0.1)
         try:

@@ -90,8 +90,10 @@ def test_the_faust_command_runs_the_same_worker(kafka: Broker, tmp_path: Path) -
 
 @pytest.mark.asyncio
 async def test_loadgen_produces_the_requested_count_with_a_summary(kafka: Broker) -> None:
+    """Into a topic an operator created with a record limit (16 KiB) below the producer's
+    batch size: its batches are sized to fit, none is refused."""
     topics = Topics.unique("loadgen")
-    await create_topics(kafka.bootstrap_servers, [topics.trades], 3)
+    await create_topics(kafka.bootstrap_servers, [topics.trades], 3, {"max.message.bytes": "16384"})
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "TRADES_TOPIC": topics.trades}
     done = await asyncio.to_thread(
         run, ["loadgen", "--rate", "0", "--count", "3000", "--tickers", "12", "--seed", "4"], env
