@@ -216,8 +216,8 @@ class Output:
         return touched
 
     async def wait_for_room(self) -> None:
-        """Yield to the event loop (the lanes submit meanwhile), and wait while more batches
-        are queued than the producer takes, so a worker faster than its broker stays bounded."""
+        """Yield to the event loop (the lanes submit meanwhile), and wait while more bytes are
+        queued than the producer takes, so a worker faster than its broker stays bounded."""
         await asyncio.sleep(0)
         while self._unsubmitted_bytes > _MAX_UNSUBMITTED_BYTES:
             self._room.clear()
