@@ -35,6 +35,7 @@ from tests.oracle import (
     window_value,
 )
 from tradestats.core.codec import decode_windowed_key
+from tradestats.service.app import STATE_TABLE
 
 
 def free_port() -> int:
@@ -57,6 +58,11 @@ class Topics:
     def unique(cls, label: str = "t") -> Topics:
         tag = f"{label}-{uuid.uuid4().hex[:8]}"
         return cls(f"ts-{tag}", f"trades-{tag}", f"stats-{tag}", f"dlq-{tag}")
+
+    @property
+    def changelog(self) -> str:
+        """faust's name for the state table's changelog."""
+        return f"{self.app_id}-{STATE_TABLE}-changelog"
 
 
 async def create_topics(

@@ -33,7 +33,6 @@ from tests.integration.harness import (
     worker_env,
 )
 from tests.scenarios.load import SteadyLoad, expect_exact_windows, trade_source
-from tradestats.service.app import STATE_TABLE
 
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
 
@@ -106,12 +105,14 @@ async def test_topics_created_with_a_small_record_limit_get_batches_that_fit(
     64 KiB, below the worker's batch size. Each full batch used to be refused as too large,
     and the worker stopped on it: now it reads the limits and builds batches that fit."""
     topics = Topics.unique("small")
-    changelog = f"{topics.app_id}-{STATE_TABLE}-changelog"
     small = {"max.message.bytes": "65536"}
     await create_topics(kafka.bootstrap_servers, [topics.trades], PARTITIONS)
     await create_topics(kafka.bootstrap_servers, [topics.stats], PARTITIONS, small)
     await create_topics(
-        kafka.bootstrap_servers, [changelog], PARTITIONS, {**small, "cleanup.policy": "compact"}
+        kafka.bootstrap_servers,
+        [topics.changelog],
+        PARTITIONS,
+        {**small, "cleanup.policy": "compact"},
     )
     inputs = await produce(kafka.bootstrap_servers, topics.trades, thin_backlog(seed=7))
     worker = new_worker(tmp_path, "tradestats-0", worker_env(kafka.bootstrap_servers, topics, 6))
@@ -246,7 +247,6 @@ async def test_a_state_lost_with_its_changelog_is_rebuilt_from_the_input(
     without the trades before it; the worker reads its input again from the start instead."""
     topics = Topics.unique("lost")
     bootstrap = kafka.bootstrap_servers
-    changelog = f"{topics.app_id}-trade-state-changelog"
     await create_topics(bootstrap, [topics.trades], PARTITIONS)
     env = worker_env(bootstrap, topics, PARTITIONS, window_idle_close_ms=10_000)
     worker = new_worker(tmp_path, "tradestats-0", env)
@@ -267,10 +267,10 @@ async def test_a_state_lost_with_its_changelog_is_rebuilt_from_the_input(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.delete_topics([changelog])
+        await admin.delete_topics([topics.changelog])
         deadline = time.monotonic() + 60
-        while changelog in await admin.list_topics():
-            assert time.monotonic() < deadline, f"{changelog} still listed after 60 s"
+        while topics.changelog in await admin.list_topics():
+            assert time.monotonic() < deadline, f"{topics.changelog} still listed after 60 s"
             await asyncio.sleep(0.5)
     finally:
         await admin.close()

@@ -81,7 +81,7 @@ async def changelog_truth(
 ) -> dict[int, tuple[dict[bytes, bytes], int]]:
     """Per partition: the latest value of every live key in the changelog, and its last offset."""
     truth: dict[int, tuple[dict[bytes, bytes], int]] = {}
-    for record in await consume_quiet(bootstrap, f"{topics.app_id}-trade-state-changelog"):
+    for record in await consume_quiet(bootstrap, topics.changelog):
         live, _ = truth.get(record.partition, ({}, -1))
         if record.value is None:
             live.pop(record.key, None)

@@ -36,7 +36,6 @@ from tests.scenarios.test_bad_input import (
     known_bad,
     mixed_source,
 )
-from tradestats.service.app import STATE_TABLE
 
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio, pytest.mark.usefixtures("quiet_clients")]
 
@@ -217,11 +216,6 @@ async def init_job(cluster: LocalKafkaCluster, topics: Topics) -> None:
         await admin.close()
 
 
-def changelog_topic(topics: Topics) -> str:
-    """faust's name for the state table's changelog."""
-    return f"{topics.app_id}-{STATE_TABLE}-changelog"
-
-
 async def under_load(
     cluster: LocalKafkaCluster,
     statefulset: Callable[[dict[str, str], int], StatefulSet],
@@ -238,7 +232,7 @@ async def under_load(
     await asyncio.to_thread(sts.scale_to, profile.pods)
     await asyncio.to_thread(sts.wait_settled)
     replicated = await asyncio.to_thread(
-        cluster.describe, [topics.trades, topics.stats, topics.dlq, changelog_topic(topics)]
+        cluster.describe, [topics.trades, topics.stats, topics.dlq, topics.changelog]
     )
     assert all(len(part["replicas"]) == REPLICATION for part in replicated.values()), replicated
     source = mixed_source(known_bad(), every=20, seed=8)
@@ -288,7 +282,7 @@ async def bounce_each_broker(rig: Rig) -> None:
 
 async def kill_changelog_and_output_leader(rig: Rig) -> None:
     """SIGKILL the node that leads the most changelog and output partitions."""
-    watched = [changelog_topic(rig.topics), rig.topics.stats]
+    watched = [rig.topics.changelog, rig.topics.stats]
     for _ in range(rig.profile.rounds):
         leaders = await asyncio.to_thread(rig.leaders, watched)
         led_by: dict[int, set[str]] = {}
