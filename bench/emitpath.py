@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 __all__ = ["main"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_BATCH_BYTES = 256 * 1024  # the worker producer's max_batch_size
+_BATCH_BYTES = 1024 * 1024  # the largest batch the worker builds (output.BATCH_BYTES_MAX)
 _CHECKPOINT_EVERY = 6  # batches: about one poll of 20,000 records, as often as the worker
 STAGES = ("process", "close_windows", "encode", "batch append", "checkpoint")
 
@@ -141,7 +141,7 @@ def run(records: list[_Record], batch: int, stages: _Stages) -> None:
     for begin in range(0, len(records), batch):
         chunk = records[begin : begin + batch]
         stages.timed("process", partial(state.process, chunk))
-        results = stages.timed("close_windows", state.close_windows)
+        results = stages.timed("close_windows", lambda: list(state.close_windows()))
         if results:
             encoded = stages.timed("encode", partial(encode, results))
             stages.timed(

@@ -98,7 +98,7 @@ def check_emitted(emitted: list[WindowStats], expected: Expected, spec: WindowSp
 def closed_in_order(state: PartitionState) -> list[WindowStats]:
     """The windows ``close_windows`` returns, checked to come oldest window first and by
     ticker within a window (the emit path groups its latency samples by window)."""
-    closed = state.close_windows()
+    closed = list(state.close_windows())
     order = [(stats.window_start, stats.ticker) for stats in closed]
     assert order == sorted(order), order
     return closed
@@ -213,7 +213,7 @@ def test_update_mode_emits_each_change_once_per_checkpoint_and_ends_at_the_final
     latest: dict[tuple[str, int], WindowStats] = {}
     for batch in split(records, rng):
         state.process(batch)
-        assert state.close_windows() == []
+        assert list(state.close_windows()) == []
         if rng.random() < 0.5:
             updates = state.checkpoint().updates
             keys = [(u.ticker, u.window_start) for u in updates]
@@ -240,7 +240,7 @@ def test_a_worked_example_of_late_and_partly_late_trades() -> None:
     assert outcome.aggregated == 3
     assert outcome.late == 1
     assert [d.record.offset for d in outcome.dead_letters] == [2]
-    closed = state.close_windows()
+    closed = list(state.close_windows())
     assert [(w.window_start, w.count_trades) for w in closed] == [
         (6000, 1),
         (7000, 1),

@@ -21,7 +21,7 @@ Exactness under at-least-once delivery rests on three rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from math import inf
@@ -252,12 +252,18 @@ class PartitionState:
         self._advance_clock()
         return True
 
-    def close_windows(self) -> list[WindowStats]:
-        """Results of the windows closed since the last call (final mode), oldest first."""
+    def close_windows(self) -> Iterator[WindowStats]:
+        """Results of the windows closed since the last call (final mode), oldest first.
+
+        Computed as they are iterated: a second of stream time closes a window of every ticker
+        that traded in the five before it (50,000 of them with 100,000 thin tickers), and the
+        caller hands them on in slices with the event loop running in between. Iterate them
+        all before the state changes again.
+        """
         if self.emitted_time == self.stream_time:
-            return []
+            return iter(())
         spec = self.spec
-        results: list[WindowStats] = []
+        closed: list[tuple[int, list[str]]] = []
         if self.emit_mode is EmitMode.FINAL:
             low = spec.first_open_window(self.emitted_time)
             high = spec.first_open_window(self.stream_time)
@@ -273,13 +279,10 @@ class PartitionState:
                 names: set[str] = set()
                 for pane in spec.panes_of_window(start):
                     names |= self._pane_tickers.get(pane, set())
-                for name in sorted(names):
-                    stats = self._window(name, self._tickers[name], start)
-                    if stats is not None:
-                        results.append(stats)
+                closed.append((start, sorted(names)))
         self.emitted_time = self.stream_time
         self._meta_dirty = True
-        return results
+        return self._windows(closed)
 
     # --- checkpoints and restore ---------------------------------------------------------
 
@@ -456,6 +459,15 @@ class PartitionState:
             start,
             end,
         )
+
+    def _windows(self, closed: Iterable[tuple[int, Iterable[str]]]) -> Iterator[WindowStats]:
+        """The values of windows (start, tickers) that hold trades."""
+        tickers = self._tickers
+        for start, names in closed:
+            for name in names:
+                stats = self._window(name, tickers[name], start)
+                if stats is not None:
+                    yield stats
 
     def _changed_windows(self) -> list[WindowStats]:
         spec = self.spec

@@ -28,7 +28,8 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from itertools import islice
 from typing import Any, TypeVar, cast
 
 from faust.types import TP, AppT, EventT
@@ -55,6 +56,8 @@ _T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 _TICK_SECONDS = 0.1
+#: Results computed and queued between two turns of the event loop: about 5 ms of CPU.
+_EMIT_SLICE = 500
 
 
 class Pipeline(Service):
@@ -157,8 +160,7 @@ class Pipeline(Service):
                 metrics.records_replayed.inc(outcome.replayed)
             if outcome.dead_letters:
                 self._send_dead_letters(partition, outcome.dead_letters)
-            if results:
-                await self._send_results(partition, results)
+            await self._send_results(partition, results)
         await self.output.wait_for_room()
 
     def _skips_records(self, partition: int, applied: int, first: int) -> bool:
@@ -186,10 +188,24 @@ class Pipeline(Service):
         )
         return True
 
-    async def _send_results(self, partition: int, results: Sequence[WindowStats]) -> None:
-        """Queue the results as output records and count them, without waiting (it is async
-        for its callers, which hold ``_emitting`` around it): the deliveries are in
-        ``_in_flight`` before the lock goes, so the next checkpoint waits for them.
+    async def _send_results(self, partition: int, results: Iterable[WindowStats]) -> None:
+        """Queue the results as output records, :data:`_EMIT_SLICE` at a time, letting the
+        event loop run after each slice. Its callers hold ``_emitting`` around it: the
+        deliveries are in ``_in_flight`` before the lock goes, so the next checkpoint waits
+        for them.
+
+        One window close at thin densities is tens of thousands of results, hundreds of
+        milliseconds of CPU: computed and queued in one go, the producer's answers waited
+        that long to be read, and with them the next produce request (aiokafka keeps one in
+        flight per broker), while the queue of unsent batches hit its bound (issue 11).
+        """
+        remaining = iter(results)
+        while chunk := list(islice(remaining, _EMIT_SLICE)):
+            self._queue_results(partition, chunk)
+            await asyncio.sleep(0)
+
+    def _queue_results(self, partition: int, results: Sequence[WindowStats]) -> None:
+        """Queue the results as output records and count them.
 
         Per result: one key concatenation, one JSON encoding, one dict lookup and the batch
         append; the latency histogram and the price gauges are updated per group and ticker.
@@ -506,9 +522,8 @@ class Pipeline(Service):
         for partition in sorted(partitions - set(self._states)):
             async with self._emitting:
                 state = await self._restore(partition)
-                results = state.close_windows()  # closed before the crash, maybe never emitted
-                if results:
-                    await self._send_results(partition, results)
+                # closed before the crash, maybe never emitted
+                await self._send_results(partition, state.close_windows())
         self._recovered_generation = self.app.consumer_generation_id
         self.metrics.rebalances.inc()
         log.info("ready: input partitions %s", sorted(partitions))
