@@ -24,11 +24,16 @@ them. Unless something seeks afterwards, those records are never read: after a r
 partition the worker kept lost a run of trades, and a standby replica could lose changelog
 records the same way. Here every record fetched but not handed over is fetched again: its
 partition is sought back to it, unless someone sought since the fetch.
+
+And it keeps the consumer's metadata refreshes from waiting for minutes (see
+:class:`MetadataWatch`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable, Iterable, Sequence
 from typing import Any
@@ -38,8 +43,15 @@ from aiokafka.consumer.fetcher import FetchResult
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT, Message
 from faust.types.tuples import ConsumerMessage
+from mode import Service
 
-__all__ = ["BatchSchema", "BatchingConsumer", "BatchingTransport", "RecordBatch"]
+__all__ = [
+    "BatchSchema",
+    "BatchingConsumer",
+    "BatchingTransport",
+    "MetadataWatch",
+    "RecordBatch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +118,66 @@ class _UncopiedRecords(OrderedDict[TP, Any]):
         super().__setitem__(tp, result)
 
 
+#: How long a metadata refresh of the consumer may stay pending before its task is woken.
+METADATA_REFRESH_STUCK_S = 10.0
+
+
+class MetadataWatch:
+    """Keeps the consumer's metadata refreshes from waiting for minutes (aiokafka 0.14's
+    ``AIOKafkaClient``).
+
+    A forced refresh is a future that the client's metadata task resolves on its next pass;
+    the task sleeps until a force wakes it, or for ``metadata_max_age_ms`` (5 minutes). A
+    force that comes while a refresh is pending wakes nothing, and if the topics changed
+    during a pass that no force had woken, the task goes back to sleep with the refresh
+    still pending: every force then waits the full 5 minutes. Meanwhile the fetcher keeps
+    asking a broker that is gone for the partitions it led, and a coordinator lookup waits
+    on the refresh, so no commit, and no checkpoint, goes through. A CI run showed exactly
+    that for two minutes after the broker that was the group's coordinator was killed
+    (tests/scenarios/test_cluster_faults.py). A refresh pending for ``stuck_after`` seconds
+    while the task sleeps wakes it; a task that ended is started again. Either is logged.
+    """
+
+    def __init__(self, stuck_after: float = METADATA_REFRESH_STUCK_S) -> None:
+        self.stuck_after = stuck_after
+        self._pending: asyncio.Future[Any] | None = None
+        self._seen_at = 0.0
+
+    def check(self, client: Any, now: float) -> None:
+        """Look at ``client``'s refresh once (call it regularly, on the client's loop)."""
+        refresh = client._md_update_fut
+        task = client._sync_task
+        if refresh is None or refresh.done() or task is None:  # none pending, or closed
+            self._pending = None
+            return
+        if refresh is not self._pending:
+            self._pending, self._seen_at = refresh, now
+            return
+        waited = now - self._seen_at
+        if waited < self.stuck_after:
+            return
+        if task.done():
+            ended = "cancelled" if task.cancelled() else repr(task.exception())
+            log.warning(
+                "consumer metadata refresh pending for %.0f s and aiokafka's metadata task "
+                "ended (%s): starting it again",
+                waited,
+                ended,
+            )
+            client._sync_task = asyncio.get_running_loop().create_task(client._md_synchronizer())
+        elif not client._md_update_waiter.done():  # asleep, not waiting on a broker
+            log.warning(
+                "consumer metadata refresh pending for %.0f s: waking aiokafka's metadata task",
+                waited,
+            )
+            client._md_update_waiter.set_result(None)
+        self._pending = None  # look again after as long
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """faust's consumer thread, with a short fetch wait (see ``FETCH_MAX_WAIT_MS``), handing
-    the batched topics' records over uncopied (see the module docstring)."""
+    the batched topics' records over uncopied (see the module docstring), its client's
+    metadata refreshes watched (:class:`MetadataWatch`)."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -121,6 +190,15 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         assert isinstance(consumer, BatchingConsumer)
         fetcher = self._ensure_consumer()._fetcher
         fetcher._records = _UncopiedRecords(consumer.batched_topics, fetcher._records)
+
+    @Service.task
+    async def _watch_metadata(self) -> None:
+        """Runs on the consumer thread's loop, beside the client (see :class:`MetadataWatch`)."""
+        watch = MetadataWatch()
+        while not self.should_stop:
+            await self.sleep(1.0)
+            if self._consumer is not None:
+                watch.check(self._consumer._client, time.monotonic())
 
     async def rewind(self, tp: TP, offset: int, *, if_at: int | None) -> None:
         """Seek ``tp`` back to ``offset`` if its position is still ``if_at`` (nobody sought
