@@ -39,8 +39,11 @@ __all__ = [
 
 POD_PREFIX = "tradestats"
 _START_MARKER = "===== start "
-#: aiokafka's log lines for each failed reconnection attempt (many per second per client).
-_NOISE = re.compile(r"Unable connect to node|Unable to update metadata|NodeNotReadyError")
+#: aiokafka's log lines for each failed reconnection attempt (many per second per client), and
+#: the dead letters of the load's bad records.
+_NOISE = re.compile(
+    r"Unable connect to node|Unable to update metadata|NodeNotReadyError|record\(s\) dead-lettered"
+)
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,8 @@ class StatefulSet:
         return "\n".join(parts)
 
     def log_tails(self, lines: int = 60) -> str:
-        """The end of every pod's log, without the client's reconnection noise."""
+        """The end of every pod's log, without the client's reconnection noise and the dead
+        letters (the load has bad records)."""
         tails = []
         for pod in self.pods:
             text = pod.log_text()
