@@ -121,3 +121,17 @@ async def test_a_refresh_waiting_on_a_broker_is_left_alone() -> None:
     release.set()
     assert await asyncio.wait_for(refresh, 1.0) is True
     await stop(client)
+
+
+async def test_a_client_closing_is_left_alone() -> None:
+    """``close()`` cancels the metadata task, maybe with a refresh pending: not restarted."""
+
+    async def update(client: AIOKafkaClient, passes: int) -> bool:
+        return True
+
+    client = client_with(update)
+    await stop(client)
+    task = client._sync_task
+    client._md_update_fut = asyncio.get_running_loop().create_future()
+    assert not await watched(client, asyncio.shield(client._md_update_fut), 4 * STUCK_AFTER)
+    assert client._sync_task is task

@@ -147,8 +147,8 @@ class MetadataWatch:
         """Look at ``client``'s refresh once (call it regularly, on the client's loop)."""
         refresh = client._md_update_fut
         task = client._sync_task
-        if refresh is None or refresh.done() or task is None:  # none pending, or closed
-            self._pending = None
+        if refresh is None or refresh.done() or task is None or task.cancelled():
+            self._pending = None  # none pending, or the client is closing
             return
         if refresh is not self._pending:
             self._pending, self._seen_at = refresh, now
@@ -157,12 +157,11 @@ class MetadataWatch:
         if waited < self.stuck_after:
             return
         if task.done():
-            ended = "cancelled" if task.cancelled() else repr(task.exception())
             log.warning(
                 "consumer metadata refresh pending for %.0f s and aiokafka's metadata task "
-                "ended (%s): starting it again",
+                "ended (%r): starting it again",
                 waited,
-                ended,
+                task.exception(),
             )
             client._sync_task = asyncio.get_running_loop().create_task(client._md_synchronizer())
         elif not client._md_update_waiter.done():  # asleep, not waiting on a broker
