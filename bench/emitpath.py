@@ -35,7 +35,8 @@ from typing import Any, NamedTuple
 __all__ = ["main"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_BATCH_BYTES = 1024 * 1024  # the largest batch the worker builds (output.BATCH_BYTES_MAX)
+#: The batch size of trees before ``BATCH_BYTES_MAX``: their producer's ``max_batch_size``.
+_EARLIER_BATCH_BYTES = 256 * 1024
 _CHECKPOINT_EVERY = 6  # batches: about one poll of 20,000 records, as often as the worker
 STAGES = ("process", "close_windows", "encode", "batch append", "checkpoint")
 
@@ -100,6 +101,13 @@ def _batch_filler() -> Callable[[Any, Sequence[Any], int], int]:
     return fill_batch
 
 
+def _batch_bytes() -> int:
+    """The size of the record batches the tree builds."""
+    from tradestats.service import output
+
+    return int(getattr(output, "BATCH_BYTES_MAX", _EARLIER_BATCH_BYTES))
+
+
 def _append_per_record(builder: Any, records: Sequence[Any], start: int) -> int:
     for index in range(start, len(records)):
         key, value, timestamp, _ = records[index]
@@ -109,22 +117,22 @@ def _append_per_record(builder: Any, records: Sequence[Any], start: int) -> int:
 
 
 def _append_all(
-    builder_type: Any,
+    new_batch: Callable[[], Any],
     fill: Callable[[Any, Sequence[Any], int], int],
     results: Sequence[Any],
     keys: list[bytes],
     values: list[bytes],
 ) -> int:
-    """The output records of ``results`` (as ``Pipeline._send_results`` makes them) appended to
-    record batches; returns how many batches they took."""
+    """The output records of ``results`` (as the pipeline makes them) appended to record
+    batches; returns how many batches they took."""
     records = [
         (key, value, stats.window_end - 1, None)
         for stats, key, value in zip(results, keys, values, strict=True)
     ]
     batches = 1
-    done = fill(builder_type(_BATCH_BYTES, 0), records, 0)
+    done = fill(new_batch(), records, 0)
     while done < len(records):
-        done = fill(builder_type(_BATCH_BYTES, 0), records, done)
+        done = fill(new_batch(), records, done)
         batches += 1
     return batches
 
@@ -137,6 +145,7 @@ def run(records: list[_Record], batch: int, stages: _Stages) -> None:
 
     encode = _encoder()
     fill = _batch_filler()
+    new_batch = partial(BatchBuilder, _batch_bytes(), 0)  # uncompressed, as the worker's
     state = PartitionState(WindowSpec(5000, 1000))
     for begin in range(0, len(records), batch):
         chunk = records[begin : begin + batch]
@@ -144,9 +153,7 @@ def run(records: list[_Record], batch: int, stages: _Stages) -> None:
         results = stages.timed("close_windows", lambda: list(state.close_windows()))
         if results:
             encoded = stages.timed("encode", partial(encode, results))
-            stages.timed(
-                "batch append", partial(_append_all, BatchBuilder, fill, results, *encoded)
-            )
+            stages.timed("batch append", partial(_append_all, new_batch, fill, results, *encoded))
             stages.results += len(results)
         if begin // batch % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
             stages.timed("checkpoint", state.checkpoint)
