@@ -132,6 +132,32 @@ def test_final_mode_matches_the_oracle_exactly_once(
     ]
 
 
+@settings(max_examples=200)
+@given(record_streams(), specs, st.randoms(use_true_random=False))
+def test_open_window_count_is_the_oracles_windows_not_closed_yet(
+    records: list[Record], spec: WindowSpec, rng: random.Random
+) -> None:
+    state = PartitionState(spec)
+    seen: list[Record] = []
+    for batch in split(records, rng):
+        state.process(batch)
+        seen.extend(batch)
+        list(state.close_windows())
+        if rng.random() < 0.3:
+            state.checkpoint()
+        expected = expected_windows(seen, spec.size_ms, spec.advance_ms, spec.grace_ms)
+        valid = [r for r in seen if r not in expected.invalid]
+        stream_time = max((r.timestamp for r in valid), default=None)
+        still_open = [
+            window
+            for window in expected.windows
+            if stream_time is None or window[1] + spec.size_ms + spec.grace_ms > stream_time
+        ]
+        assert state.open_window_count() == len(still_open), (stream_time, sorted(still_open))
+    state.close_idle()
+    assert state.open_window_count() == 0
+
+
 def replay_table(changelog: list[tuple[bytes, bytes | None]]) -> dict[bytes, bytes]:
     """What a restore sees: the changelog (a compacted prefix of it) applied in order."""
     table: dict[bytes, bytes] = {}
