@@ -1,8 +1,8 @@
 """``python -m bench.emitpath``: the worker's emit path in one process, without a broker.
 
 Trades of one density are folded into a :class:`PartitionState` in batches as the worker gets
-them, and every window they close goes through the code the worker runs for it: ``close_windows``,
-the windowed keys and JSON values, and aiokafka's record-batch builder (what
+them, and every window they close goes through the code the worker runs for it: ``close_windows``
+with the windowed keys and JSON values, and aiokafka's record-batch builder (what
 :class:`tradestats.service.output.Output` fills). Each stage is timed separately, per window
 result; ``--profile`` prints a cProfile summary of the whole loop instead. Kafka's round trips
 are not in it: that is what the sweep of ``python -m bench`` measures.
@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The batch size of trees before ``BATCH_BYTES_MAX``: their producer's ``max_batch_size``.
 _EARLIER_BATCH_BYTES = 256 * 1024
 _CHECKPOINT_EVERY = 6  # batches: about one poll of 20,000 records, as often as the worker
-STAGES = ("process", "close_windows", "encode", "batch append", "checkpoint")
+STAGES = ("process", "close and encode", "batch append", "checkpoint")
 
 
 class _Record(NamedTuple):
@@ -62,20 +62,32 @@ class _Stages:
         return value
 
 
-def _encoder() -> Callable[[Sequence[Any]], tuple[list[bytes], list[bytes]]]:
-    """The tree's batch encoder; trees before 215d57a encoded each result on its own (in
-    ``Pipeline._send_results``), which is what this returns for them."""
+def _closer() -> Callable[[Any], tuple[list[int], list[bytes], list[bytes]]]:
+    """The tree's window close, ``state -> (window ends, windowed keys, JSON values)``: since
+    ``encode_value_head`` exists, ``close_windows`` yields its results encoded; before, they
+    were encoded after it, in one batch (``encode_results``, since 215d57a) or one by one
+    (in ``Pipeline._send_results``)."""
     from tradestats.core import codec
 
+    if hasattr(codec, "encode_value_head"):
+
+        def encoded(state: Any) -> tuple[list[int], list[bytes], list[bytes]]:
+            results = list(state.close_windows())
+            return [r[1] for r in results], [r[3] for r in results], [r[4] for r in results]
+
+        return encoded
     batch_encoder = getattr(codec, "encode_results", None)
-    if batch_encoder is not None:
-        return batch_encoder  # type: ignore[no-any-return]
 
-    def one_by_one(results: Sequence[Any]) -> tuple[list[bytes], list[bytes]]:
-        keys = [codec.encode_windowed_key(s.ticker, s.window_start) for s in results]
-        return keys, [codec.encode_window_stats(s) for s in results]  # type: ignore[attr-defined]
+    def then_encoded(state: Any) -> tuple[list[int], list[bytes], list[bytes]]:
+        results = list(state.close_windows())
+        if batch_encoder is not None:
+            keys, values = batch_encoder(results)
+        else:
+            keys = [codec.encode_windowed_key(s.ticker, s.window_start) for s in results]
+            values = [codec.encode_window_stats(s) for s in results]  # type: ignore[attr-defined]
+        return [s.window_end for s in results], keys, values
 
-    return one_by_one
+    return then_encoded
 
 
 def _records(trades: int, tickers: int, rate: float) -> list[_Record]:
@@ -119,15 +131,14 @@ def _append_per_record(builder: Any, records: Sequence[Any], start: int) -> int:
 def _append_all(
     new_batch: Callable[[], Any],
     fill: Callable[[Any, Sequence[Any], int], int],
-    results: Sequence[Any],
+    ends: Sequence[int],
     keys: list[bytes],
     values: list[bytes],
 ) -> int:
-    """The output records of ``results`` (as the pipeline makes them) appended to record
+    """The output records of the results (as the pipeline makes them) appended to record
     batches; returns how many batches they took."""
     records = [
-        (key, value, stats.window_end - 1, None)
-        for stats, key, value in zip(results, keys, values, strict=True)
+        (key, value, end - 1, None) for end, key, value in zip(ends, keys, values, strict=True)
     ]
     batches = 1
     done = fill(new_batch(), records, 0)
@@ -143,18 +154,17 @@ def run(records: list[_Record], batch: int, stages: _Stages) -> None:
     from tradestats.core.partition import PartitionState
     from tradestats.core.windows import WindowSpec
 
-    encode = _encoder()
+    close = _closer()
     fill = _batch_filler()
     new_batch = partial(BatchBuilder, _batch_bytes(), 0)  # uncompressed, as the worker's
     state = PartitionState(WindowSpec(5000, 1000))
     for begin in range(0, len(records), batch):
         chunk = records[begin : begin + batch]
         stages.timed("process", partial(state.process, chunk))
-        results = stages.timed("close_windows", lambda: list(state.close_windows()))
-        if results:
-            encoded = stages.timed("encode", partial(encode, results))
-            stages.timed("batch append", partial(_append_all, new_batch, fill, results, *encoded))
-            stages.results += len(results)
+        ends, keys, values = stages.timed("close and encode", partial(close, state))
+        if ends:
+            stages.timed("batch append", partial(_append_all, new_batch, fill, ends, keys, values))
+            stages.results += len(ends)
         if begin // batch % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
             stages.timed("checkpoint", state.checkpoint)
 
@@ -182,7 +192,7 @@ def _print_stages(label: str, trades: int, measured: dict[str, Any]) -> None:
     )
     for stage, spent in seconds.items():
         per = spent / results * 1e6 if results else 0.0
-        print(f"  {stage:15s} {spent:6.2f} s  {per:6.2f} us/result")
+        print(f"  {stage:17s} {spent:6.2f} s  {per:6.2f} us/result")
 
 
 # --- before and after --------------------------------------------------------------------
@@ -270,7 +280,7 @@ def _print_comparison(data: dict[str, Any]) -> None:
                 for side in ("before", "after")
             )
             print(
-                f"  {stage:15s} before {before / results * 1e6:7.2f}  "
+                f"  {stage:17s} before {before / results * 1e6:7.2f}  "
                 f"after {after / results * 1e6:7.2f}"
             )
 

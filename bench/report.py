@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.contenders.registry import CEILING, TRADESTATS
+from bench.emitpath import STAGES
 from bench.plots import plot_latency, plot_sweep
 from bench.results import ContenderResult, RunResult
 
@@ -229,9 +230,6 @@ def _latency_rows(result: RunResult) -> list[str]:
     return rows
 
 
-EMIT_STAGES = ("process", "close_windows", "encode", "batch append", "checkpoint")
-
-
 def _emit_path(profile: dict[str, Any]) -> list[str]:
     """The per-stage comparison written by ``python -m bench.emitpath --against``."""
     before, after = profile["before"], profile["after"]
@@ -239,8 +237,8 @@ def _emit_path(profile: dict[str, Any]) -> list[str]:
         "## The emit path, before and after",
         "",
         "CPU microseconds per window result, per stage, in one process without a broker "
-        f"(`bench/emitpath.py`): `{before['rev']}` ({before['commit'][:7]}, before the emit "
-        f"path's rewrite) and `{after['rev']}` ({after['commit'][:7]}), each density in a "
+        f"(`bench/emitpath.py`): `{before['rev']}` ({before['commit'][:7]}) and "
+        f"`{after['rev']}` ({after['commit'][:7]}), each density in a "
         f"fresh interpreter per tree, the trees alternating, the least of {profile['repeat']} "
         f"runs per stage; {profile['trades']:,} trades per density at "
         f"{profile['rate']:,.0f} trades/s of event time, batches of {profile['batch']:,} "
@@ -251,25 +249,25 @@ def _emit_path(profile: dict[str, Any]) -> list[str]:
         "```",
         "",
         "(then `python -m bench` puts it here). *process* folds the trades into the panes; "
-        "*close_windows* computes the closed windows; *encode* makes their windowed keys and "
-        "JSON values; *batch append* fills aiokafka record batches; *checkpoint* makes the "
-        "state records. What happens after the batch is full (the producer, the broker's "
-        "acknowledgement, and since the rewrite the per-partition lanes that submit batches "
-        "without the handler waiting for them) is not in it: the sweep above measures it.",
+        "*close and encode* computes the closed windows with their windowed keys and JSON "
+        "values; *batch append* fills aiokafka record batches; *checkpoint* makes the state "
+        "records. What happens after the batch is full (the producer, the broker's "
+        "acknowledgement, the per-partition lanes that submit batches without the handler "
+        "waiting for them) is not in it: the sweep above measures it.",
         "",
-        "| density | results | tree | " + " | ".join(EMIT_STAGES) + " | total | results/CPU s |",
-        "|---:|---:|---|" + "---:|" * (len(EMIT_STAGES) + 2),
+        "| density | results | tree | " + " | ".join(STAGES) + " | total | results/CPU s |",
+        "|---:|---:|---|" + "---:|" * (len(STAGES) + 2),
     ]
     for point in profile["points"]:
         results = point["results"]
         for side, label in (("before", before["rev"]), ("after", after["rev"])):
             seconds = point[side]
-            total = sum(seconds[stage] for stage in EMIT_STAGES)
+            total = sum(seconds[stage] for stage in STAGES)
             cells = [
                 f"{point['density']:g}",
                 f"{results:,}",
                 f"`{label}`",
-                *(f"{seconds[stage] / results * 1e6:.2f}" for stage in EMIT_STAGES),
+                *(f"{seconds[stage] / results * 1e6:.2f}" for stage in STAGES),
                 f"{total / results * 1e6:.2f}",
                 f"{results / total:,.0f}",
             ]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.unit.pipelines import bare_pipeline
 from tests.unit.test_batch_order import FakeConsumer
-from tradestats.core.codec import WindowStats, decode_windowed_key
+from tradestats.core.codec import WindowResult, WindowStats, decode_windowed_key, encode_result
 from tradestats.service import pipeline as pipeline_module
 from tradestats.settings import Settings
 
@@ -37,11 +37,13 @@ class RecordingOutput:
         return []
 
 
-def windows(computed: list[int]) -> Iterator[WindowStats]:
+def windows(computed: list[int]) -> Iterator[WindowResult]:
     for i in range(RESULTS):
         computed[0] += 1
         start = 1000 * (i // 1000)
-        yield WindowStats(f"T{i:05d}", "ASK", 1, 1.5, 1.5, 1.5, 1.5, 2, 1.5, start, start + 5000)
+        yield encode_result(
+            WindowStats(f"T{i:05d}", "ASK", 1, 1.5, 1.5, 1.5, 1.5, 2, 1.5, start, start + 5000)
+        )
 
 
 async def test_a_large_close_is_computed_and_queued_in_slices_between_loop_turns() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from unittest import mock
 
 import msgspec
@@ -17,7 +18,12 @@ from tests.oracle import (
     expected_windows,
     window_value,
 )
-from tradestats.core.codec import PARTITION_META_KEY, WindowStats
+from tradestats.core.codec import (
+    PARTITION_META_KEY,
+    WindowResult,
+    WindowStats,
+    decode_windowed_key,
+)
 from tradestats.core.partition import EmitMode, PartitionState
 from tradestats.core.trades import Reason
 from tradestats.core.windows import WindowSpec
@@ -95,12 +101,23 @@ def check_emitted(emitted: list[WindowStats], expected: Expected, spec: WindowSp
         assert_window_values_match(actual, window_value(ticker, start, spec.size_ms, trades))
 
 
+def decoded(results: Iterable[WindowResult]) -> list[WindowStats]:
+    """The values of results as sent, each checked against its key, end and average price."""
+    values = []
+    for ticker, end, avg_price, key, value in results:
+        stats = msgspec.json.decode(value, type=WindowStats)
+        assert decode_windowed_key(key) == (ticker, stats.window_start)
+        assert (stats.ticker, stats.window_end, stats.avg_price) == (ticker, end, avg_price)
+        values.append(stats)
+    return values
+
+
 def closed_in_order(state: PartitionState) -> list[WindowStats]:
-    """The windows ``close_windows`` returns, checked to come oldest window first and by
-    ticker within a window (the emit path groups its latency samples by window)."""
-    closed = list(state.close_windows())
-    order = [(stats.window_start, stats.ticker) for stats in closed]
-    assert order == sorted(order), order
+    """The windows ``close_windows`` returns, checked to come oldest window first (the emit
+    path groups its latency samples by window)."""
+    closed = decoded(state.close_windows())
+    starts = [stats.window_start for stats in closed]
+    assert starts == sorted(starts), starts
     return closed
 
 
@@ -207,7 +224,7 @@ def test_crashes_and_replays_keep_windows_exact(
         stop = len(records) if crash_at is None else crash_at
         for batch in split(records[position:stop], rng):
             state.process(batch)
-            in_flight.extend(state.close_windows())
+            in_flight.extend(decoded(state.close_windows()))
             if rng.random() < 0.4:
                 checkpoint()
             if rng.random() < 0.3:
@@ -220,10 +237,10 @@ def test_crashes_and_replays_keep_windows_exact(
         del changelog[rng.randint(durable_length, len(changelog)) :]
         durable_length = len(changelog)
         state = PartitionState.restore(replay_table(changelog).items(), spec)
-        in_flight.extend(state.close_windows())  # windows closed but maybe never emitted
+        in_flight.extend(decoded(state.close_windows()))  # closed, maybe never emitted
         position = committed
     state.close_idle()
-    in_flight.extend(state.close_windows())
+    in_flight.extend(decoded(state.close_windows()))
     acknowledged.extend(in_flight)
 
     expected = expected_windows(records, spec.size_ms, spec.advance_ms, spec.grace_ms)
@@ -241,11 +258,11 @@ def test_update_mode_emits_each_change_once_per_checkpoint_and_ends_at_the_final
         state.process(batch)
         assert list(state.close_windows()) == []
         if rng.random() < 0.5:
-            updates = state.checkpoint().updates
+            updates = decoded(state.checkpoint().updates)
             keys = [(u.ticker, u.window_start) for u in updates]
             assert len(keys) == len(set(keys)), "a window emitted twice in one checkpoint"
             latest.update(zip(keys, updates, strict=True))
-    latest.update(((u.ticker, u.window_start), u) for u in state.checkpoint().updates)
+    latest.update(((u.ticker, u.window_start), u) for u in decoded(state.checkpoint().updates))
     expected = expected_windows(records, spec.size_ms, spec.advance_ms, spec.grace_ms)
     check_emitted(list(latest.values()), expected, spec)
 
@@ -266,7 +283,7 @@ def test_a_worked_example_of_late_and_partly_late_trades() -> None:
     assert outcome.aggregated == 3
     assert outcome.late == 1
     assert [d.record.offset for d in outcome.dead_letters] == [2]
-    closed = list(state.close_windows())
+    closed = decoded(state.close_windows())
     assert [(w.window_start, w.count_trades) for w in closed] == [
         (6000, 1),
         (7000, 1),
@@ -274,7 +291,7 @@ def test_a_worked_example_of_late_and_partly_late_trades() -> None:
         (9000, 1),
     ]
     state.close_idle()
-    rest = {w.window_start: w for w in state.close_windows()}
+    rest = {w.window_start: w for w in decoded(state.close_windows())}
     assert rest[10_000].count_trades == 3  # 10 000, 10 500 (partly late) and 14 000
     assert rest[10_000].type == "MIXED"
     assert rest[10_000].min_price == 10.0

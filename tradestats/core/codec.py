@@ -8,7 +8,7 @@ consumers of the original Java app read our output unchanged.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -18,13 +18,18 @@ from tradestats.core.aggregate import Aggregate
 __all__ = [
     "PARTITION_META_KEY",
     "PartitionMeta",
+    "WindowResult",
     "WindowStats",
     "decode_pane_parts",
     "decode_partition_meta",
     "decode_windowed_key",
+    "encode_bounds",
     "encode_pane_parts",
     "encode_partition_meta",
-    "encode_results",
+    "encode_result",
+    "encode_value",
+    "encode_value_head",
+    "encode_window_start",
     "encode_windowed_key",
 ]
 
@@ -33,7 +38,7 @@ _WINDOW_START = struct.Struct(">q")
 
 def encode_windowed_key(ticker: str, window_start: int) -> bytes:
     """Kafka Streams' windowed key: key bytes + big-endian int64 window start."""
-    return ticker.encode() + _WINDOW_START.pack(window_start)
+    return ticker.encode() + encode_window_start(window_start)
 
 
 def decode_windowed_key(data: bytes) -> tuple[str, int]:
@@ -64,27 +69,50 @@ class WindowStats(msgspec.Struct, rename="camel", frozen=True, gc=False):
     window_end: int
 
 
+#: A window result as it is sent: (ticker, window end, average price, windowed key, JSON
+#: value). A plain tuple: a window close at thin densities makes tens of thousands at a time.
+WindowResult = tuple[str, int, float, bytes, bytes]
+
 _stats_encoder = msgspec.json.Encoder()
+encode_value = _stats_encoder.encode
+"""The output value of a :class:`WindowStats`: JSON with the original app's field names."""
+_BOUNDS = b',"windowStart":%d,"windowEnd":%d}'
+_NO_BOUNDS = _BOUNDS % (0, 0)
 
 
-def encode_results(results: Sequence[WindowStats]) -> tuple[list[bytes], list[bytes]]:
-    """The windowed keys and JSON values (the original app's camelCase field names) of many
-    results, in their order.
+def encode_result(stats: WindowStats) -> WindowResult:
+    """The result of one window, with its windowed key and JSON value."""
+    ticker = stats.ticker
+    return (
+        ticker,
+        stats.window_end,
+        stats.avg_price,
+        encode_windowed_key(ticker, stats.window_start),
+        encode_value(stats),
+    )
 
-    One pass per list and each window start packed once: a batch of thin tickers holds
-    thousands of windows sharing a handful of starts.
+
+def encode_value_head(stats: WindowStats) -> bytes:
+    """The JSON value of ``stats`` up to its window bounds, which ``stats`` has as 0.
+
+    The windows a thin ticker's single pane makes differ in their bounds only:
+    ``head + encode_bounds(start, end)`` is the value of each (the bounds are the value's
+    last fields), one encoding for five windows.
     """
-    packed: dict[int, bytes] = {}
-    pack = _WINDOW_START.pack
-    keys = []
-    for stats in results:
-        start = stats.window_start
-        suffix = packed.get(start)
-        if suffix is None:
-            suffix = packed[start] = pack(start)
-        keys.append(stats.ticker.encode() + suffix)
-    encode = _stats_encoder.encode
-    return keys, [encode(stats) for stats in results]
+    encoded = encode_value(stats)
+    if not encoded.endswith(_NO_BOUNDS):
+        raise ValueError(f"not a value without bounds: {encoded!r}")
+    return encoded[: -len(_NO_BOUNDS)]
+
+
+def encode_bounds(window_start: int, window_end: int) -> bytes:
+    """The end of a JSON value that :func:`encode_value_head` began."""
+    return _BOUNDS % (window_start, window_end)
+
+
+def encode_window_start(window_start: int) -> bytes:
+    """The end of a windowed key: the window start, 8 bytes big-endian."""
+    return _WINDOW_START.pack(window_start)
 
 
 # --- stored state -------------------------------------------------------------------------

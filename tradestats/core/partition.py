@@ -33,11 +33,17 @@ from tradestats.core.aggregate import TYPE_BITS, TYPE_LABELS, Aggregate
 from tradestats.core.codec import (
     PARTITION_META_KEY,
     PartitionMeta,
+    WindowResult,
     WindowStats,
     decode_pane_parts,
     decode_partition_meta,
+    encode_bounds,
     encode_pane_parts,
     encode_partition_meta,
+    encode_result,
+    encode_value,
+    encode_value_head,
+    encode_window_start,
 )
 from tradestats.core.trades import (
     Reason,
@@ -103,7 +109,7 @@ class Checkpoint:
     """State records to store, in order, and (update mode) the window values to emit."""
 
     writes: list[tuple[bytes, bytes | None]]
-    updates: list[WindowStats]
+    updates: list[WindowResult]
 
 
 class _Ticker(msgspec.Struct, gc=False):
@@ -117,9 +123,46 @@ class _Ticker(msgspec.Struct, gc=False):
     panes: dict[int, dict[int, Aggregate]] = msgspec.field(default_factory=dict)
     # pane start -> lowest eligibility changed since the last checkpoint (update mode)
     changed: dict[int, int] = msgspec.field(default_factory=dict)
+    # A thin ticker's pane makes five windows of the same value, closing a second apart.
+    # While the ticker holds one pane with one eligible-everywhere part: its applied offset
+    # when that value was encoded (any trade folded in moves the offset), the ticker's key
+    # bytes, the value's head (see codec.encode_value_head) and average price. Fields, not a
+    # tuple: with 100,000 tickers, every object a result reads is a cache miss.
+    encoded_at: int | None = None
+    key: bytes = b""
+    value_head: bytes = b""
+    avg_price: float = 0.0
 
 
 _UNCHECKED = object()  # equal to no record key
+
+
+def _sole_part(ticker: _Ticker, start: int, end: int) -> Aggregate | None:
+    """The part holding every trade of the window ``[start, end)``, if the ticker holds just
+    one pane and one eligible-everywhere part of it, in that window."""
+    panes = ticker.panes
+    if len(panes) == 1:
+        for pane, parts in panes.items():
+            if len(parts) == 1 and start <= pane < end:
+                return parts.get(0)
+    return None
+
+
+def _stats_of_part(name: str, part: Aggregate, start: int, end: int) -> WindowStats:
+    """The value of a window whose trades are all in ``part``."""
+    return WindowStats(
+        name,
+        TYPE_LABELS[part.types],
+        part.count,
+        part.sum_price,
+        part.min_price,
+        part.max_price,
+        part.sum_price / part.count,
+        part.volume,
+        part.notional / part.volume if part.volume else None,
+        start,
+        end,
+    )
 
 
 class PartitionState:
@@ -136,7 +179,7 @@ class PartitionState:
         self.applied_offset = -1
         self._checkpointed_emitted_time = NO_TIME
         self._tickers: dict[str, _Ticker] = {}
-        self._pane_tickers: dict[int, set[str]] = {}
+        self._pane_tickers: dict[int, dict[str, _Ticker]] = {}  # pane -> its tickers
         self._dirty: set[str] = set()
         self._meta_dirty = False
         self._fresh_pane = NO_TIME
@@ -218,7 +261,7 @@ class PartitionState:
             by_eligibility = panes.get(pane)
             if by_eligibility is None:
                 by_eligibility = panes[pane] = {}
-                self._pane_tickers.setdefault(pane, set()).add(name)
+                self._pane_tickers.setdefault(pane, {})[name] = ticker
             agg = by_eligibility.get(eligibility)
             if agg is None:
                 agg = by_eligibility[eligibility] = Aggregate()
@@ -252,8 +295,9 @@ class PartitionState:
         self._advance_clock()
         return True
 
-    def close_windows(self) -> Iterator[WindowStats]:
-        """Results of the windows closed since the last call (final mode), oldest first.
+    def close_windows(self) -> Iterator[WindowResult]:
+        """Results of the windows closed since the last call (final mode), oldest window
+        first (tickers within a window in no particular order).
 
         Computed as they are iterated: a second of stream time closes a window of every ticker
         that traded in the five before it (50,000 of them with 100,000 thin tickers), and the
@@ -263,15 +307,15 @@ class PartitionState:
         if self.emitted_time == self.stream_time:
             return iter(())
         spec = self.spec
-        closed: list[tuple[int, list[str]]] = []
+        closed: list[tuple[int, dict[str, _Ticker]]] = []
         if self.emit_mode is EmitMode.FINAL:
             low = spec.first_open_window(self.emitted_time)
             high = spec.first_open_window(self.stream_time)
             for start in sorted(self._window_starts(low, high)):
-                closed.append((start, sorted(self._tickers_of_window(start))))
+                closed.append((start, self._tickers_of_window(start)))
         self.emitted_time = self.stream_time
         self._meta_dirty = True
-        return self._windows(closed)
+        return self._results(closed)
 
     # --- checkpoints and restore ---------------------------------------------------------
 
@@ -331,7 +375,7 @@ class PartitionState:
             ticker = state._tickers[name] = _Ticker(applied_offset)
             for pane, eligibility, agg in parts:
                 ticker.panes.setdefault(pane, {})[eligibility] = agg
-                state._pane_tickers.setdefault(pane, set()).add(name)
+                state._pane_tickers.setdefault(pane, {})[name] = ticker
         state._advance_clock()
         return state
 
@@ -382,10 +426,13 @@ class PartitionState:
             if low <= start < high
         }
 
-    def _tickers_of_window(self, start: int) -> set[str]:
+    def _tickers_of_window(self, start: int) -> dict[str, _Ticker]:
         """The tickers holding a pane of the window that starts at ``start``."""
         panes = self._pane_tickers
-        return set().union(*(panes.get(pane, ()) for pane in self.spec.panes_of_window(start)))
+        tickers: dict[str, _Ticker] = {}
+        for pane in self.spec.panes_of_window(start):
+            tickers.update(panes.get(pane, ()))
+        return tickers
 
     def _advance_clock(self) -> None:
         """Recompute the hot-path thresholds after stream time crossed a window close."""
@@ -397,51 +444,44 @@ class PartitionState:
         self._fresh_pane = threshold - threshold % spec.pane_ms + spec.pane_ms
 
     def _window(self, name: str, ticker: _Ticker, start: int) -> WindowStats | None:
+        """The window's value, or None if it holds no trades."""
+        end = start + self.spec.size_ms
+        sole = _sole_part(ticker, start, end)
+        if sole is not None:
+            return _stats_of_part(name, sole, start, end)
+        return self._merged_window(name, ticker, start, end)
+
+    def _merged_window(
+        self, name: str, ticker: _Ticker, start: int, end: int
+    ) -> WindowStats | None:
         """The window's value from its panes, oldest pane first, each pane's parts by
         eligibility (that order fixes the float rounding, so a window computed again after a
-        restore is identical). The hot path of emission: merged inline, without intermediate
-        aggregates; a pane with one eligible-everywhere part skips the index arithmetic, and a
-        ticker holding only such a pane (most, when tickers are thin) skips the pane walk:
-        adding one part to the empty sums gives that part's values exactly."""
+        restore is identical). Merged inline, without intermediate aggregates; a pane with one
+        eligible-everywhere part skips the index arithmetic."""
         spec = self.spec
-        end = start + spec.size_ms
         panes = ticker.panes
-        sole: Aggregate | None = None
-        if len(panes) == 1:
-            ((only_pane, only_parts),) = panes.items()
-            if len(only_parts) == 1 and start <= only_pane < end:
-                sole = only_parts.get(0)
-        if sole is not None:
-            count, sum_price, min_price, max_price = (
-                sole.count,
-                sole.sum_price,
-                sole.min_price,
-                sole.max_price,
-            )
-            volume, notional, types = sole.volume, sole.notional, sole.types
-        else:
-            count = volume = types = 0
-            sum_price = notional = 0.0
-            min_price, max_price = inf, -inf
-            for pane in range(start, end, spec.pane_ms):
-                by_eligibility = panes.get(pane)
-                if not by_eligibility:
-                    continue
-                if len(by_eligibility) == 1 and 0 in by_eligibility:
-                    parts: Iterable[Aggregate] = by_eligibility.values()
-                else:
-                    index = spec.window_index(pane, start)
-                    parts = [by_eligibility[e] for e in sorted(by_eligibility) if e <= index]
-                for agg in parts:
-                    count += agg.count
-                    sum_price += agg.sum_price
-                    if agg.min_price < min_price:
-                        min_price = agg.min_price
-                    if agg.max_price > max_price:
-                        max_price = agg.max_price
-                    volume += agg.volume
-                    notional += agg.notional
-                    types |= agg.types
+        count = volume = types = 0
+        sum_price = notional = 0.0
+        min_price, max_price = inf, -inf
+        for pane in range(start, end, spec.pane_ms):
+            by_eligibility = panes.get(pane)
+            if not by_eligibility:
+                continue
+            if len(by_eligibility) == 1 and 0 in by_eligibility:
+                parts: Iterable[Aggregate] = by_eligibility.values()
+            else:
+                index = spec.window_index(pane, start)
+                parts = [by_eligibility[e] for e in sorted(by_eligibility) if e <= index]
+            for agg in parts:
+                count += agg.count
+                sum_price += agg.sum_price
+                if agg.min_price < min_price:
+                    min_price = agg.min_price
+                if agg.max_price > max_price:
+                    max_price = agg.max_price
+                volume += agg.volume
+                notional += agg.notional
+                types |= agg.types
         if not count:
             return None
         return WindowStats(
@@ -458,16 +498,42 @@ class PartitionState:
             end,
         )
 
-    def _windows(self, closed: Iterable[tuple[int, Iterable[str]]]) -> Iterator[WindowStats]:
-        """The values of windows (start, tickers) that hold trades."""
-        tickers = self._tickers
-        for start, names in closed:
-            for name in names:
-                stats = self._window(name, tickers[name], start)
-                if stats is not None:
-                    yield stats
+    def _results(self, closed: Iterable[tuple[int, dict[str, _Ticker]]]) -> Iterator[WindowResult]:
+        """The results of windows (start, tickers) that hold trades: the hot path of emission.
 
-    def _changed_windows(self) -> list[WindowStats]:
+        A ticker holding only one pane with one eligible-everywhere part (most, when tickers
+        are thin) has that part's values in each of its windows (adding one part to the empty
+        sums gives them exactly): its value is encoded once for all of them, and used again
+        while no trade was folded into the ticker (a pane expiring takes its windows with it).
+        """
+        size = self.spec.size_ms
+        for start, tickers in closed:
+            end = start + size
+            key_end = encode_window_start(start)
+            value_end = encode_bounds(start, end)
+            for name, ticker in tickers.items():
+                if ticker.encoded_at != ticker.applied_offset:
+                    sole = _sole_part(ticker, start, end)
+                    if sole is None:
+                        stats = self._merged_window(name, ticker, start, end)
+                        if stats is not None:
+                            value = encode_value(stats)
+                            yield name, end, stats.avg_price, name.encode() + key_end, value
+                        continue
+                    stats = _stats_of_part(name, sole, 0, 0)
+                    ticker.value_head = encode_value_head(stats)
+                    ticker.avg_price = stats.avg_price
+                    ticker.key = name.encode()
+                    ticker.encoded_at = ticker.applied_offset
+                yield (
+                    name,
+                    end,
+                    ticker.avg_price,
+                    ticker.key + key_end,
+                    ticker.value_head + value_end,
+                )
+
+    def _changed_windows(self) -> list[WindowResult]:
         spec = self.spec
         results = []
         for name in sorted(self._dirty):
@@ -481,7 +547,7 @@ class PartitionState:
             for start in sorted(starts):
                 stats = self._window(name, ticker, start)
                 if stats is not None:
-                    results.append(stats)
+                    results.append(encode_result(stats))
         return results
 
     def _expire(self) -> None:

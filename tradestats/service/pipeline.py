@@ -35,7 +35,7 @@ from typing import Any, TypeVar, cast
 from faust.types import TP, AppT, EventT
 from mode import Service
 
-from tradestats.core.codec import WindowStats, encode_results
+from tradestats.core.codec import WindowResult
 from tradestats.core.partition import DeadLetter, EmitMode, PartitionState
 from tradestats.service.kafka import partition_for_key
 from tradestats.service.metrics import Metrics
@@ -188,7 +188,7 @@ class Pipeline(Service):
         )
         return True
 
-    async def _send_results(self, partition: int, results: Iterable[WindowStats]) -> None:
+    async def _send_results(self, partition: int, results: Iterable[WindowResult]) -> None:
         """Queue the results as output records, :data:`_EMIT_SLICE` at a time, letting the
         event loop run after each slice. Its callers hold ``_emitting`` around it: the
         deliveries are in ``_in_flight`` before the lock goes, so the next checkpoint waits
@@ -204,20 +204,18 @@ class Pipeline(Service):
             self._queue_results(partition, chunk)
             await asyncio.sleep(0)
 
-    def _queue_results(self, partition: int, results: Sequence[WindowStats]) -> None:
+    def _queue_results(self, partition: int, results: Sequence[WindowResult]) -> None:
         """Queue the results as output records and count them.
 
-        Per result: one key concatenation, one JSON encoding, one dict lookup and the batch
-        append; the latency histogram and the price gauges are updated per group and ticker.
+        Per result: one dict lookup and the batch append; the latency histogram and the
+        price gauges are updated per group and ticker.
         """
-        keys, values = encode_results(results)
         by_partition: dict[int, list[OutputRecord]] = {}
         partition_of = self._stats_partition
         latency = self.metrics.emit_latency
         now_ms = time.time() * 1000.0
-        group_end, group_size = results[0].window_end if results else 0, 0
-        for stats, key, value in zip(results, keys, values, strict=True):
-            ticker, end = stats.ticker, stats.window_end
+        group_end, group_size = results[0][1] if results else 0, 0
+        for ticker, end, _, key, value in results:
             target = partition_of.get(ticker)
             if target is None:
                 target = self._output_partition(ticker)
@@ -246,21 +244,20 @@ class Pipeline(Service):
             found = self._stats_partition[ticker] = partition_for_key(ticker.encode(), partitions)
         return found
 
-    def _export_prices(self, partition: int, results: Sequence[WindowStats]) -> None:
+    def _export_prices(self, partition: int, results: Sequence[WindowResult]) -> None:
         """Average price per ticker as a gauge, for at most METRICS_PRICE_TICKERS tickers:
         one series per ticker would make /metrics megabytes long with 100k tickers. Set once
         per ticker and batch, to the newest window's value (results come oldest first)."""
         priced = self._priced.setdefault(partition, set())
         room = self.settings.metrics_price_tickers - sum(map(len, self._priced.values()))
         latest: dict[str, float] = {}
-        for stats in results:
-            ticker = stats.ticker
+        for ticker, _, avg_price, _, _ in results:
             if ticker not in priced:
                 if room <= 0:
                     continue
                 priced.add(ticker)
                 room -= 1
-            latest[ticker] = stats.avg_price
+            latest[ticker] = avg_price
         gauge = self.metrics.window_avg_price
         for ticker, price in latest.items():
             gauge.labels(ticker).set(price)
