@@ -180,7 +180,7 @@ class PartitionState:
         self._checkpointed_emitted_time = NO_TIME
         self._tickers: dict[str, _Ticker] = {}
         self._pane_tickers: dict[int, dict[str, _Ticker]] = {}  # pane -> its tickers
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, _Ticker] = {}  # tickers changed since the last checkpoint
         self._meta_dirty = False
         self._fresh_pane = NO_TIME
         self._next_boundary = NO_TIME
@@ -271,7 +271,7 @@ class PartitionState:
                 changed = ticker.changed.get(pane)
                 if changed is None or eligibility < changed:
                     ticker.changed[pane] = eligibility
-            dirty.add(name)
+            dirty[name] = ticker
             aggregated += 1
         outcome.aggregated = aggregated
         outcome.replayed = replayed
@@ -329,8 +329,7 @@ class PartitionState:
         updates = self._changed_windows() if self.emit_mode is EmitMode.UPDATE else []
         self._expire()
         writes: list[tuple[bytes, bytes | None]] = []
-        for name in sorted(self._dirty):
-            ticker = self._tickers[name]
+        for name, ticker in self._dirty.items():
             if ticker.panes:
                 writes.append(
                     (name.encode(), encode_pane_parts(ticker.applied_offset, ticker.panes))
@@ -536,8 +535,7 @@ class PartitionState:
     def _changed_windows(self) -> list[WindowResult]:
         spec = self.spec
         results = []
-        for name in sorted(self._dirty):
-            ticker = self._tickers[name]
+        for name, ticker in self._dirty.items():
             starts = {
                 start
                 for pane, lowest in ticker.changed.items()
@@ -554,8 +552,7 @@ class PartitionState:
         spec = self.spec
         horizon = self._checkpointed_emitted_time - self.retention_ms
         for pane in [p for p in self._pane_tickers if spec.last_close_of_pane(p) <= horizon]:
-            for name in self._pane_tickers.pop(pane):
-                ticker = self._tickers[name]
+            for name, ticker in self._pane_tickers.pop(pane).items():
                 del ticker.panes[pane]
                 ticker.changed.pop(pane, None)
-                self._dirty.add(name)
+                self._dirty[name] = ticker
