@@ -124,11 +124,13 @@ class _Ticker(msgspec.Struct, gc=False):
     # pane start -> lowest eligibility changed since the last checkpoint (update mode)
     changed: dict[int, int] = msgspec.field(default_factory=dict)
     # A thin ticker's pane makes five windows of the same value, closing a second apart.
-    # While the ticker holds one pane with one eligible-everywhere part: its applied offset
-    # when that value was encoded (any trade folded in moves the offset), the ticker's key
-    # bytes, the value's head (see codec.encode_value_head) and average price. Fields, not a
-    # tuple: with 100,000 tickers, every object a result reads is a cache miss.
+    # For a pane that holds one eligible-everywhere part and shares no window with another
+    # pane of the ticker: the ticker's applied offset when that value was encoded (any trade
+    # folded in moves it), the pane, the ticker's key bytes, the value's head (see
+    # codec.encode_value_head) and average price. Fields, not a tuple: with 100,000 tickers,
+    # every object a result reads is a cache miss.
     encoded_at: int | None = None
+    encoded_pane: int = 0
     key: bytes = b""
     value_head: bytes = b""
     avg_price: float = 0.0
@@ -137,15 +139,19 @@ class _Ticker(msgspec.Struct, gc=False):
 _UNCHECKED = object()  # equal to no record key
 
 
-def _sole_part(ticker: _Ticker, start: int, end: int) -> Aggregate | None:
-    """The part holding every trade of the window ``[start, end)``, if the ticker holds just
-    one pane and one eligible-everywhere part of it, in that window."""
-    panes = ticker.panes
-    if len(panes) == 1:
-        for pane, parts in panes.items():
-            if len(parts) == 1 and start <= pane < end:
-                return parts.get(0)
-    return None
+def _sole_part(ticker: _Ticker, start: int, end: int) -> tuple[int, Aggregate] | None:
+    """The ticker's only pane in the window ``[start, end)`` and its part, if that pane holds
+    one eligible-everywhere part: it holds every trade of the window."""
+    found: tuple[int, dict[int, Aggregate]] | None = None
+    for pane, parts in ticker.panes.items():
+        if start <= pane < end:
+            if found is not None:
+                return None
+            found = pane, parts
+    if found is None or len(found[1]) != 1:
+        return None
+    part = found[1].get(0)
+    return None if part is None else (found[0], part)
 
 
 def _stats_of_part(name: str, part: Aggregate, start: int, end: int) -> WindowStats:
@@ -447,7 +453,7 @@ class PartitionState:
         end = start + self.spec.size_ms
         sole = _sole_part(ticker, start, end)
         if sole is not None:
-            return _stats_of_part(name, sole, start, end)
+            return _stats_of_part(name, sole[1], start, end)
         return self._merged_window(name, ticker, start, end)
 
     def _merged_window(
@@ -500,10 +506,11 @@ class PartitionState:
     def _results(self, closed: Iterable[tuple[int, dict[str, _Ticker]]]) -> Iterator[WindowResult]:
         """The results of windows (start, tickers) that hold trades: the hot path of emission.
 
-        A ticker holding only one pane with one eligible-everywhere part (most, when tickers
-        are thin) has that part's values in each of its windows (adding one part to the empty
-        sums gives them exactly): its value is encoded once for all of them, and used again
-        while no trade was folded into the ticker (a pane expiring takes its windows with it).
+        A window whose only pane of a ticker holds one eligible-everywhere part has that
+        part's values (adding one part to the empty sums gives them exactly). Where that pane
+        shares no window with another pane of the ticker (most, when tickers are thin), its
+        windows all have that value: it is encoded once for them and kept on the ticker while
+        no trade is folded in.
         """
         size = self.spec.size_ms
         for start, tickers in closed:
@@ -511,7 +518,9 @@ class PartitionState:
             key_end = encode_window_start(start)
             value_end = encode_bounds(start, end)
             for name, ticker in tickers.items():
-                if ticker.encoded_at != ticker.applied_offset:
+                if ticker.encoded_at != ticker.applied_offset or not (
+                    start <= ticker.encoded_pane < end
+                ):
                     sole = _sole_part(ticker, start, end)
                     if sole is None:
                         stats = self._merged_window(name, ticker, start, end)
@@ -519,11 +528,13 @@ class PartitionState:
                             value = encode_value(stats)
                             yield name, end, stats.avg_price, name.encode() + key_end, value
                         continue
-                    stats = _stats_of_part(name, sole, 0, 0)
+                    pane, part = sole
+                    stats = _stats_of_part(name, part, 0, 0)
                     ticker.value_head = encode_value_head(stats)
                     ticker.avg_price = stats.avg_price
                     ticker.key = name.encode()
-                    ticker.encoded_at = ticker.applied_offset
+                    ticker.encoded_pane = pane
+                    ticker.encoded_at = ticker.applied_offset if self._alone(ticker, pane) else None
                 yield (
                     name,
                     end,
@@ -531,6 +542,17 @@ class PartitionState:
                     ticker.key + key_end,
                     ticker.value_head + value_end,
                 )
+
+    def _alone(self, ticker: _Ticker, pane: int) -> bool:
+        """Whether no other pane of the ticker shares a window with ``pane``."""
+        spec = self.spec
+        first, last = spec.first_window_of_pane(pane), spec.last_window_of_pane(pane)
+        return not any(
+            other != pane
+            and max(first, spec.first_window_of_pane(other))
+            <= min(last, spec.last_window_of_pane(other))
+            for other in ticker.panes
+        )
 
     def _changed_windows(self) -> list[WindowResult]:
         spec = self.spec
