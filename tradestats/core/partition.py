@@ -546,13 +546,12 @@ class PartitionState:
     def _alone(self, ticker: _Ticker, pane: int) -> bool:
         """Whether no other pane of the ticker shares a window with ``pane``."""
         spec = self.spec
-        first, last = spec.first_window_of_pane(pane), spec.last_window_of_pane(pane)
-        return not any(
-            other != pane
-            and max(first, spec.first_window_of_pane(other))
-            <= min(last, spec.last_window_of_pane(other))
-            for other in ticker.panes
-        )
+        for other in ticker.panes:
+            if other != pane:
+                low, high = (pane, other) if pane < other else (other, pane)
+                if spec.first_window_of_pane(high) <= spec.last_window_of_pane(low):
+                    return False
+        return True
 
     def _changed_windows(self) -> list[WindowResult]:
         spec = self.spec
