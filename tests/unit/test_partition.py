@@ -36,6 +36,7 @@ BAD_VALUES = [
     b"[]",
     b'{"type":"ASK"}',
     b'{"type":"ASK","ticker":"MMM","price":-1,"size":1}',
+    b'{"type":"ASK","ticker":"NOT A TICKER","price":1,"size":1}',  # decodes; pattern fails
 ]
 
 

@@ -50,6 +50,7 @@ from tradestats.core.trades import (
     Rejected,
     Trade,
     checked_keys,
+    checked_trade,
     decode_trade,
     decode_value,
 )
@@ -224,7 +225,7 @@ class PartitionState:
                 trade = None
             if trade is None or keys.get(trade.ticker, _UNCHECKED) != key:
                 try:
-                    trade = decode_trade(key, value)
+                    trade = decode_trade(key, value) if trade is None else checked_trade(key, trade)
                 except Rejected as rejected:
                     dead_letters.append(DeadLetter(record, rejected.reason, rejected.detail))
                     continue
