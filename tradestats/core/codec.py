@@ -153,9 +153,8 @@ def decode_pane_parts(data: bytes) -> tuple[int, list[tuple[int, int, Aggregate]
     """Inverse of :func:`encode_pane_parts`: ``(applied offset, parts)``."""
     version, applied_offset, count = _PANES_HEADER.unpack_from(data)
     _check_version(version)
-    of = Aggregate.of
     parts = [
-        (pane, eligibility, of(*fields))
+        (pane, eligibility, Aggregate(*fields))
         for pane, eligibility, *fields in _PANE_PART.iter_unpack(data[_PANES_HEADER.size :])
     ]
     if len(parts) != count:
