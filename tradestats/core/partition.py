@@ -116,8 +116,8 @@ class Checkpoint:
 class _Ticker(msgspec.Struct, gc=False):
     """One ticker's live panes: pane start -> eligibility -> aggregate.
 
-    Untracked by the cyclic garbage collector, like the aggregates (see
-    :class:`~tradestats.core.aggregate.Aggregate`): it holds numbers and dicts of numbers only.
+    Untracked by the cyclic garbage collector (it holds no reference cycles), so the indexes
+    of tickers by name and by pane are untracked too.
     """
 
     applied_offset: int = -1
