@@ -20,7 +20,6 @@ Streams jar, the Quix Streams environment) happen before anything is timed and a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shlex
@@ -38,6 +37,7 @@ from bench.harness import OUTPUT_TOPIC_CONFIGS, BenchSettings, Context, run_thro
 from bench.kafkaio import KafkaOps
 from bench.latency import run_latency
 from bench.machine import describe_machine, load_average
+from bench.process import run_until_sigterm
 from bench.progress import Progress
 from bench.recovery.broker import BrokerHandle
 from bench.report import write_report
@@ -307,7 +307,7 @@ async def _run_latency(ctx: Context, contender: Contender) -> ContenderResult:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     progress = Progress()
-    result = asyncio.run(run(args, progress))
+    result = run_until_sigterm(run(args, progress))
     result.write(args.json)
     profile = args.emit_profile
     emit_profile = json.loads(profile.read_text()) if profile and profile.exists() else None

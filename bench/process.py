@@ -9,20 +9,44 @@ is the fallback where that is unavailable.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import signal
 import subprocess
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psutil
 
-__all__ = ["ContenderProcess", "Launch"]
+__all__ = ["ContenderProcess", "Launch", "run_until_sigterm"]
 
 _EVENT = re.compile(r"^(\S+) (\d+)$")
+_T = TypeVar("_T")
+#: The exit status of a run stopped by SIGTERM (128 + the signal's number, as a shell says).
+SIGTERM_STATUS = 128 + signal.SIGTERM
+
+
+def run_until_sigterm(main: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(main)``, SIGTERM cancelling it as Ctrl-C does, so that the contenders
+    and the broker the run started are stopped on its way out (their ``finally`` blocks)
+    rather than left running; the process then exits with :data:`SIGTERM_STATUS`."""
+
+    async def cancelled_by_sigterm() -> _T:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main
+
+    try:
+        return asyncio.run(cancelled_by_sigterm())
+    except asyncio.CancelledError:
+        print("stopped by SIGTERM: contenders and broker stopped", flush=True)
+        raise SystemExit(SIGTERM_STATUS) from None
 
 
 @dataclass(frozen=True)

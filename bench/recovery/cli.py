@@ -8,7 +8,6 @@ overwrites the published report.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shlex
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from bench.cli import default_cache_dir
 from bench.machine import describe_machine, load_average
+from bench.process import run_until_sigterm
 from bench.progress import Progress
 from bench.recovery.broker import BrokerHandle
 from bench.recovery.kstreams import measure_kstreams
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     clock = time.monotonic()
     try:
-        asyncio.run(
+        run_until_sigterm(
             _measure(plan, broker, run, root, results, args.keep_topics, args.cache_dir, progress)
         )
     finally:

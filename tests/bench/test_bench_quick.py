@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import Broker
@@ -107,3 +110,50 @@ def run_quick_benchmark(args: list[str], env: dict[str, str]) -> subprocess.Comp
             f"the quick benchmark still running after {DEADLINE_SECONDS} s:\n"
             + printed.decode(errors="replace")[-5000:]
         ) from None
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(600)
+def test_sigterm_stops_the_run_with_the_contender_and_broker_it_started(tmp_path: Path) -> None:
+    """A benchmark stopped with SIGTERM stops what it started on its way out (the default
+    action would leave its contender and its own broker running): its own broker here, since
+    it is not given one."""
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    command = [sys.executable, "-m", "bench", "--quick", "--only", "a", "--no-latency"]
+    command += ["--work-dir", str(tmp_path / "work"), "--json", str(tmp_path / "r.json")]
+    command += ["--report", str(tmp_path / "r.md"), "--plots-dir", str(tmp_path)]
+    log = tmp_path / "bench.log"
+    with log.open("w") as out:
+        bench = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=out)
+    try:
+        started: list[psutil.Process] = []
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and bench.poll() is None:
+            started = psutil.Process(bench.pid).children(recursive=True)
+            if any(p.cmdline()[1:] == ["-m", "tradestats", "worker"] for p in _alive(started)):
+                break
+            time.sleep(0.5)
+        commands = [p.cmdline() for p in _alive(started)]
+        assert ["-m", "tradestats", "worker"] in [c[1:] for c in commands], (commands, log)
+        assert any(c[0].endswith("java") and "kafka.Kafka" in c for c in commands), commands
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    finally:
+        if bench.poll() is None:  # the test failed before: stop it as a user would
+            bench.send_signal(signal.SIGTERM)
+            bench.wait(120)
+    left = [" ".join(p.cmdline())[:80] for p in _alive(started)]
+    assert not left, (left, log.read_text()[-3000:])
+    assert "stopped by SIGTERM" in log.read_text()
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                process.cmdline()
+                alive.append(process)
+        except psutil.Error:
+            continue
+    return alive
