@@ -95,7 +95,7 @@ def encode_result(stats: WindowStats) -> WindowResult:
 def encode_value_head(stats: WindowStats) -> bytes:
     """The JSON value of ``stats`` up to its window bounds, which ``stats`` has as 0.
 
-    The windows a thin ticker's single pane makes differ in their bounds only:
+    The windows of a thin ticker's pane differ in their bounds only:
     ``head + encode_bounds(start, end)`` is the value of each (the bounds are the value's
     last fields), one encoding for five windows.
     """

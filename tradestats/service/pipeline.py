@@ -56,7 +56,7 @@ _T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 _TICK_SECONDS = 0.1
-#: Results computed and queued between two turns of the event loop: about 5 ms of CPU.
+#: Results computed and queued between two turns of the event loop: a few ms of CPU.
 _EMIT_SLICE = 500
 
 
