@@ -32,7 +32,7 @@ from pathlib import Path
 
 from bench.contenders.base import REPO_ROOT, Contender, Emission
 from bench.contenders.registry import all_contenders, select
-from bench.dataset import DatasetSpec, produce_dataset
+from bench.dataset import Dataset, DatasetSpec, produce_dataset
 from bench.harness import OUTPUT_TOPIC_CONFIGS, BenchSettings, Context, run_throughput
 from bench.kafkaio import KafkaOps
 from bench.latency import run_latency
@@ -41,7 +41,7 @@ from bench.process import run_until_sigterm
 from bench.progress import Progress
 from bench.recovery.broker import BrokerHandle
 from bench.report import write_report
-from bench.results import ContenderResult, RunResult, SweepPoint
+from bench.results import ContenderResult, RunResult, SweepPoint, combine_rounds
 
 __all__ = ["main", "run", "tickers_for"]
 
@@ -101,6 +101,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sample", type=int, help="tickers whose windows are checked (0 = all; default 10)"
     )
     parser.add_argument("--only", help="contenders to run: keys or names, e.g. a,b,e")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="runs of every contender per point, in turn (a, e, a, e, ...): the report gives "
+        "each contender's median round, and ratios as the median of the rounds' ratios "
+        "(default 1)",
+    )
     parser.add_argument("--latency-rate", type=float, help="fixed input rate, trades/s")
     parser.add_argument("--latency-seconds", type=float, help="duration of the latency phase")
     parser.add_argument("--latency-warmup", type=float, help="seconds not measured at start")
@@ -140,6 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         trades *= len(densities)
     if len(trades) != len(densities) or min(trades) <= 0:
         parser.error("--trades: one positive number, or one per density")
+    if args.rounds < 1:
+        parser.error("--rounds: a positive number")
     points = sorted(zip(densities, trades, strict=True))
     args.densities = [density for density, _ in points]
     args.trades = [count for _, count in points]
@@ -169,6 +179,7 @@ async def run(args: argparse.Namespace, progress: Progress) -> RunResult:
         timeout=args.timeout,
         stall_seconds=120.0,
         skip_latency=args.no_latency,
+        rounds=args.rounds,
     )
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     for contender in contenders:
@@ -217,7 +228,9 @@ async def _run_on(
             result.points.append(point)
             if not args.keep_topics:  # the thin points' topics take gigabytes
                 mine = [t for t in await ops.list_topics() if f"{run_id}-" in t]
-                await ops.delete_topics([t for t in mine if f"-p{index}-" in t])
+                await ops.delete_topics(
+                    [t for t in mine if f"-p{index}-" in t or f"-p{index}r" in t]
+                )
         if not settings.skip_latency:
             for contender in contenders:
                 if contender.emission is not Emission.NONE:
@@ -235,19 +248,21 @@ async def _run_on(
 async def _run_point(
     ctx: Context, contenders: list[Contender], index: int, density: float
 ) -> SweepPoint:
-    """Produce one density's input, then run every contender on it."""
+    """Produce one density's input, then run every contender on it, ``settings.rounds``
+    times in turn."""
     settings, progress = ctx.settings, ctx.progress
     tickers = tickers_for(density, settings.event_rate)
     trades = settings.trades[index]
     label = f"point {index + 1}/{len(settings.densities)}: {density:g} trades/ticker/s"
     progress.say(f"{label}, {trades:,} trades over {tickers:,} tickers")
     topic = f"bench-{ctx.run_id}-p{index}-trades"
-    phase = f"p{index}"
+    rounds = settings.rounds
+    phases = [f"p{index}"] if rounds == 1 else [f"p{index}r{n}" for n in range(1, rounds + 1)]
     # Every topic of the point is created now, long before its contender starts: a topic
     # created just before a producer writes to it can still answer "not leader".
     await ctx.ops.create_topics([topic], settings.partitions)
     await ctx.ops.create_topics(
-        [ctx.run_spec(c, phase, topic).output_topic for c in contenders],
+        [ctx.run_spec(c, phase, topic).output_topic for c in contenders for phase in phases],
         settings.partitions,
         OUTPUT_TOPIC_CONFIGS,
     )
@@ -280,17 +295,26 @@ async def _run_point(
             "closing_tickers": dataset.closing,
         },
     )
-    for contender in contenders:
-        try:
-            outcome = await run_throughput(ctx, contender, dataset, phase, label)
-        except Exception as exc:  # an unexpected error fails the contender, not the run
-            progress.say(f"[{contender.key} {contender.name}] harness error: {exc!r}")
-            outcome = ContenderResult(
-                contender.key, contender.name, contender.title, contender.emission
-            )
-            outcome.errors.append(f"harness error: {traceback.format_exc()}")
-        point.contenders.append(outcome)
+    runs: dict[str, list[ContenderResult]] = {c.key: [] for c in contenders}
+    for number, phase in enumerate(phases, 1):
+        where = label if rounds == 1 else f"{label}, round {number}/{rounds}"
+        for contender in contenders:
+            runs[contender.key].append(await _run_contender(ctx, contender, dataset, phase, where))
+    point.contenders = [combine_rounds(runs[c.key]) for c in contenders]
     return point
+
+
+async def _run_contender(
+    ctx: Context, contender: Contender, dataset: Dataset, phase: str, label: str
+) -> ContenderResult:
+    """One throughput run; an unexpected error fails the contender, not the run."""
+    try:
+        return await run_throughput(ctx, contender, dataset, phase, label)
+    except Exception as exc:
+        ctx.progress.say(f"[{contender.key} {contender.name}] harness error: {exc!r}")
+        failed = ContenderResult(contender.key, contender.name, contender.title, contender.emission)
+        failed.errors.append(f"harness error: {traceback.format_exc()}")
+        return failed
 
 
 async def _run_latency(ctx: Context, contender: Contender) -> ContenderResult:

@@ -68,6 +68,8 @@ class BenchSettings:
     timeout: float
     stall_seconds: float
     skip_latency: bool
+    rounds: int = 1
+    """Runs of every contender per point, interleaved (see ``python -m bench --rounds``)."""
 
 
 @dataclass

@@ -32,11 +32,11 @@ METHOD = """\
   timestamps never decrease within a partition, so no trade is late anywhere. The closing
   trades (on tickers `ZZEND*`, left out of every check) are stamped a window and an advance
   after the last trade: they close every regular window in contenders that emit final results.
-- **Contenders** run one at a time at each point, each as its own process with a fresh
-  consumer group and state directory, reading the point's topic from the beginning,
-  committing every second (the tradestats default; Quix Streams' default is 5 s, Kafka
-  Streams' 30 s, faust's 2.8 s - one value for all makes "everything committed" equally
-  observable).
+- **Contenders** run one at a time at each point (with `--rounds`, several times in turn),
+  each run as its own process with a fresh consumer group and state directory, reading the
+  point's topic from the beginning, committing every second (the tradestats default; Quix
+  Streams' default is 5 s, Kafka Streams' 30 s, faust's 2.8 s - one value for all makes
+  "everything committed" equally observable).
 - **Throughput** = input records / seconds from the first record consumed to *done*: the group's
   committed offsets reach the end offsets and the output topic has not grown for {quiet:.0f} s;
   done = the later of the commit reaching the end and the broker's append time of the last
@@ -111,10 +111,8 @@ NOTES = {
 }
 
 
-def _ratio(value: float | None, reference: float | None) -> str:
-    if not value or not reference:
-        return "-"
-    return f"{value / reference:.2f}x"
+def _times(ratio: float | None) -> str:
+    return "-" if not ratio else f"{ratio:.2f}x"
 
 
 def _fmt(value: float | None, spec: str = ",.0f") -> str:
@@ -127,10 +125,6 @@ def _verdict(c: ContenderResult) -> str:
     if c.correctness is None:
         return "n/a"
     return "yes" if c.correctness.passed else "**NO**"
-
-
-def _rate(c: ContenderResult | None) -> float | None:
-    return c.throughput.rate if c is not None and c.throughput is not None else None
 
 
 def _sweep_rows(result: RunResult) -> list[str]:
@@ -149,7 +143,7 @@ def _sweep_rows(result: RunResult) -> list[str]:
                 f"({c.key}) {c.name}",
                 _fmt(t.rate if t else None),
                 _fmt(t.windows_per_second if t and c.emission != "none" else None),
-                _ratio(_rate(c), _rate(ceil)),
+                _times(c.ratio_to(ceil)),
                 _fmt(t.cpu_seconds if t else None, ".1f"),
                 _fmt(t.trades_per_cpu_second if t else None),
                 _fmt(t.peak_rss_bytes / 2**20 if t else None),
@@ -197,9 +191,9 @@ def _targets(result: RunResult) -> list[str]:
         )
     for point in result.points:
         by_key = point.by_key()
-        own = _rate(by_key.get(TRADESTATS))
+        own = by_key.get(TRADESTATS)
         parts = [
-            f"{label} {_ratio(own, _rate(by_key.get(key)))}"
+            f"{label} {_times(own.ratio_to(by_key.get(key)) if own else None)}"
             for key, label in (
                 ("d", "vs Kafka Streams"),
                 ("d2", "vs Kafka Streams + suppress"),
@@ -211,6 +205,31 @@ def _targets(result: RunResult) -> list[str]:
         if own is not None and parts:
             lines.append(f"- at {point.density:g} trades/ticker/s: tradestats " + ", ".join(parts))
     return lines
+
+
+def _rounds(result: RunResult) -> list[str]:
+    """Every round's trades/s, when the points ran more than one round."""
+    count = max((len(c.rounds) for p in result.points for c in p.contenders), default=0)
+    if count < 2:
+        return []
+    lines = [
+        f"Each contender ran {count} times at each point, in turn; the figures above are each "
+        "one's median round, and its ratios the medians of the rounds' ratios (round k of "
+        "each ran within minutes of the others'). Trades/s of every round:",
+        "",
+        "| density | contender | "
+        + " | ".join(f"round {n}" for n in range(1, count + 1))
+        + " | vs (e), per round |",
+        "|---:|---|" + "---:|" * (count + 1),
+    ]
+    for point in result.points:
+        ceil = point.by_key().get(CEILING)
+        for c in point.contenders:
+            rates = [_fmt(t.rate) for t in c.rounds] or ["-"] * count
+            ratios = " ".join(f"{r:.2f}" for r in c.round_ratios(ceil)) if c is not ceil else ""
+            cells = [f"{point.density:g}", f"({c.key}) {c.name}", *rates, ratios or "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _latency_rows(result: RunResult) -> list[str]:
@@ -295,8 +314,8 @@ def write_report(
 ) -> None:
     """Write the whole document; ``emit_profile`` is ``python -m bench.emitpath --against``'s
     JSON, reported in a section of its own when given."""
-    throughput_png = plots_dir / "benchmarks-throughput.png"
-    latency_png = plots_dir / "benchmarks-latency.png"
+    throughput_png = plots_dir / f"{path.stem}-throughput.png"
+    latency_png = plots_dir / f"{path.stem}-latency.png"
     plot_sweep(result, throughput_png)
     plot_latency(result, latency_png)
     s, m = result.settings, result.machine
@@ -338,6 +357,7 @@ def write_report(
         "|" + "|".join(["---:"] * 4 + ["---"] + ["---:"] * 7 + [":---:"]) + "|",
         *_sweep_rows(result),
         "",
+        *_rounds(result),
         "Contenders: " + "; ".join(f"({c.key}) {c.title}" for c in contenders.values()) + ".",
         "",
         "## Emit latency",

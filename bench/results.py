@@ -1,17 +1,27 @@
 """What a run measured, as plain dataclasses (written to JSON, read back by the report).
 
 A run is a sweep over trade densities: at each point every contender reads the same input
-(:class:`SweepPoint`); the emit-latency phase runs once per contender, after the sweep.
+(:class:`SweepPoint`), once or in several interleaved rounds; the emit-latency phase runs once
+per contender, after the sweep.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ContenderResult", "Correctness", "Latency", "RunResult", "SweepPoint", "Throughput"]
+__all__ = [
+    "ContenderResult",
+    "Correctness",
+    "Latency",
+    "RunResult",
+    "SweepPoint",
+    "Throughput",
+    "combine_rounds",
+]
 
 
 @dataclass
@@ -75,6 +85,9 @@ class ContenderResult:
     correctness: Correctness | None = None
     latency: Latency | None = None
     errors: list[str] = field(default_factory=list)
+    rounds: list[Throughput] = field(default_factory=list)
+    """Every round's throughput in run order, when the point ran more than one round
+    (``throughput`` is then the median round's)."""
 
     @property
     def ok(self) -> bool:
@@ -83,6 +96,51 @@ class ContenderResult:
             and self.throughput is not None
             and (self.correctness is None or self.correctness.passed)
         )
+
+    def round_ratios(self, reference: ContenderResult | None) -> list[float]:
+        """Round *k*'s rate over ``reference``'s round *k*, for every round (none unless both
+        ran the same rounds). Round *k* of one ran right after round *k* of the other, so a
+        busy spell of the machine moves both."""
+        if reference is None or not self.rounds or len(self.rounds) != len(reference.rounds):
+            return []
+        return [
+            own.rate / theirs.rate
+            for own, theirs in zip(self.rounds, reference.rounds, strict=True)
+        ]
+
+    def ratio_to(self, reference: ContenderResult | None) -> float | None:
+        """This contender's rate over ``reference``'s: the median of the rounds' ratios, or
+        with a single round the ratio of the two rates."""
+        if reference is None or self.throughput is None or reference.throughput is None:
+            return None
+        ratios = self.round_ratios(reference)
+        if ratios:
+            return statistics.median(ratios)
+        return self.throughput.rate / reference.throughput.rate
+
+
+def combine_rounds(rounds: list[ContenderResult]) -> ContenderResult:
+    """One contender's result at a point from its rounds: the median round's throughput
+    (by rate), every round's in ``rounds``; failed unless every round ran and was correct."""
+    if len(rounds) == 1:
+        return rounds[0]
+    first = rounds[0]
+    combined = ContenderResult(first.key, first.name, first.title, first.emission)
+    for number, result in enumerate(rounds, 1):
+        combined.errors += [f"round {number}: {error}" for error in result.errors]
+        if result.throughput is None and not result.errors:
+            combined.errors.append(f"round {number}: no throughput measured")
+    throughputs = [result.throughput for result in rounds if result.throughput is not None]
+    if len(throughputs) == len(rounds):
+        combined.rounds = throughputs
+        by_rate = sorted(range(len(rounds)), key=lambda index: throughputs[index].rate)
+        middle = by_rate[(len(rounds) - 1) // 2]  # the lower middle one of an even count
+        combined.throughput = throughputs[middle]
+        combined.correctness = rounds[middle].correctness
+    wrong = [result for result in rounds if result.correctness and not result.correctness.passed]
+    if wrong:
+        combined.correctness = wrong[0].correctness
+    return combined
 
 
 @dataclass

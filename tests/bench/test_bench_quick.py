@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,43 @@ def test_quick_benchmark_runs_every_contender_correctly(kafka: Broker, tmp_path:
         assert name in text
     assert (tmp_path / "benchmarks-throughput.png").stat().st_size > 0
     assert (tmp_path / "benchmarks-latency.png").stat().st_size > 0
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(DEADLINE_SECONDS + 60)
+def test_rounds_run_each_contender_in_turn_and_report_every_round(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    report, results = tmp_path / "pairs.md", tmp_path / "pairs.json"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    completed = run_quick_benchmark(
+        [
+            *("--quick", "--only", "a,e", "--densities", "100", "--rounds", "3", "--no-latency"),
+            *("--work-dir", str(tmp_path / "work"), "--report", str(report)),
+            *("--json", str(results), "--plots-dir", str(tmp_path)),
+        ],
+        env,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-5000:]
+    (point,) = json.loads(results.read_text())["points"]
+    by_key = {c["key"]: c for c in point["contenders"]}
+    assert set(by_key) == {"a", "e"}, output[-5000:]
+    for contender in by_key.values():
+        rates = [round_["rate"] for round_ in contender["rounds"]]
+        assert len(rates) == 3, contender
+        assert min(rates) > 0, contender
+        assert contender["throughput"]["rate"] == sorted(rates)[1], contender  # the median
+        assert contender["ok"], contender
+    assert by_key["a"]["correctness"]["passed"], by_key["a"]["correctness"]
+    # in turn: a's round k, then e's round k, each in its own group and state directory
+    order = re.findall(r"round (\d)/3\] \[(\w) \S+\] [\d,]+ trades in ", output)
+    assert order == [(n, key) for n in "123" for key in "ae"], output[-5000:]
+    runs = sorted(path.name for path in (tmp_path / "work").glob("*/tradestats/*"))
+    assert runs == ["p0r1", "p0r2", "p0r3"], runs
+    text = report.read_text()
+    assert "| round 1 | round 2 | round 3 | vs (e), per round |" in text, text
+    assert (tmp_path / "pairs-throughput.png").stat().st_size > 0
 
 
 def run_quick_benchmark(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
