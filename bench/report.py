@@ -315,9 +315,7 @@ def write_report(
     """Write the whole document; ``emit_profile`` is ``python -m bench.emitpath --against``'s
     JSON, reported in a section of its own when given."""
     throughput_png = plots_dir / f"{path.stem}-throughput.png"
-    latency_png = plots_dir / f"{path.stem}-latency.png"
     plot_sweep(result, throughput_png)
-    plot_latency(result, latency_png)
     s, m = result.settings, result.machine
     contenders = {c.key: c for p in result.points for c in p.contenders}
     lines = [
@@ -360,15 +358,20 @@ def write_report(
         *_rounds(result),
         "Contenders: " + "; ".join(f"({c.key}) {c.title}" for c in contenders.values()) + ".",
         "",
-        "## Emit latency",
-        "",
-        f"![emit latency]({_relative(latency_png, path.parent)})",
-        "",
-        "| contender | p50 ms | p99 ms | max ms | windows | incomplete | ran |",
-        "|---|---:|---:|---:|---:|---:|:---:|",
-        *_latency_rows(result),
-        "",
     ]
+    if result.latency:  # not with --no-latency
+        latency_png = plots_dir / f"{path.stem}-latency.png"
+        plot_latency(result, latency_png)
+        lines += [
+            "## Emit latency",
+            "",
+            f"![emit latency]({_relative(latency_png, path.parent)})",
+            "",
+            "| contender | p50 ms | p99 ms | max ms | windows | incomplete | ran |",
+            "|---|---:|---:|---:|---:|---:|:---:|",
+            *_latency_rows(result),
+            "",
+        ]
     if emit_profile is not None:
         lines += _emit_path(emit_profile)
     problems = [(p, c) for p in result.points for c in p.contenders if not c.ok]

@@ -124,6 +124,8 @@ def test_rounds_run_each_contender_in_turn_and_report_every_round(
     text = report.read_text()
     assert "| round 1 | round 2 | round 3 | vs (e), per round |" in text, text
     assert (tmp_path / "pairs-throughput.png").stat().st_size > 0
+    assert "## Emit latency" not in text  # --no-latency: no empty section, no empty plot
+    assert not (tmp_path / "pairs-latency.png").exists()
 
 
 def run_quick_benchmark(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
