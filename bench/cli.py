@@ -311,20 +311,28 @@ async def _run_contender(
     try:
         return await run_throughput(ctx, contender, dataset, phase, label)
     except Exception as exc:
-        ctx.progress.say(f"[{contender.key} {contender.name}] harness error: {exc!r}")
-        failed = ContenderResult(contender.key, contender.name, contender.title, contender.emission)
-        failed.errors.append(f"harness error: {traceback.format_exc()}")
-        return failed
+        return _harness_error(ctx, _result_of(contender), exc)
 
 
 async def _run_latency(ctx: Context, contender: Contender) -> ContenderResult:
     """The latency phase of one contender; an unexpected error fails it, not the run."""
-    outcome = ContenderResult(contender.key, contender.name, contender.title, contender.emission)
+    outcome = _result_of(contender)
     try:
         await run_latency(ctx, contender, outcome)
     except Exception as exc:
-        ctx.progress.say(f"[{contender.key} {contender.name}] harness error: {exc!r}")
-        outcome.errors.append(f"harness error: {traceback.format_exc()}")
+        _harness_error(ctx, outcome, exc)
+    return outcome
+
+
+def _result_of(contender: Contender) -> ContenderResult:
+    return ContenderResult(contender.key, contender.name, contender.title, contender.emission)
+
+
+def _harness_error(ctx: Context, outcome: ContenderResult, exc: Exception) -> ContenderResult:
+    """Record an unexpected error of the harness (call it in the ``except`` block) on
+    ``outcome``, which it fails."""
+    ctx.progress.say(f"[{outcome.key} {outcome.name}] harness error: {exc!r}")
+    outcome.errors.append(f"harness error: {traceback.format_exc()}")
     return outcome
 
 
