@@ -33,7 +33,13 @@ from pathlib import Path
 from bench.contenders.base import REPO_ROOT, Contender, Emission
 from bench.contenders.registry import all_contenders, select
 from bench.dataset import Dataset, DatasetSpec, produce_dataset
-from bench.harness import OUTPUT_TOPIC_CONFIGS, BenchSettings, Context, run_throughput
+from bench.harness import (
+    OUTPUT_TOPIC_CONFIGS,
+    BenchSettings,
+    Context,
+    result_of,
+    run_throughput,
+)
 from bench.kafkaio import KafkaOps
 from bench.latency import run_latency
 from bench.machine import describe_machine, load_average
@@ -228,9 +234,7 @@ async def _run_on(
             result.points.append(point)
             if not args.keep_topics:  # the thin points' topics take gigabytes
                 mine = [t for t in await ops.list_topics() if f"{run_id}-" in t]
-                await ops.delete_topics(
-                    [t for t in mine if f"-p{index}-" in t or f"-p{index}r" in t]
-                )
+                await ops.delete_topics([t for t in mine if f"-p{index}-" in t])
         if not settings.skip_latency:
             for contender in contenders:
                 if contender.emission is not Emission.NONE:
@@ -257,7 +261,8 @@ async def _run_point(
     progress.say(f"{label}, {trades:,} trades over {tickers:,} tickers")
     topic = f"bench-{ctx.run_id}-p{index}-trades"
     rounds = settings.rounds
-    phases = [f"p{index}"] if rounds == 1 else [f"p{index}r{n}" for n in range(1, rounds + 1)]
+    # A round's phase keeps the point's "-p{index}-" in its topics' names (see _run_on).
+    phases = [f"p{index}"] if rounds == 1 else [f"p{index}-r{n}" for n in range(1, rounds + 1)]
     # Every topic of the point is created now, long before its contender starts: a topic
     # created just before a producer writes to it can still answer "not leader".
     await ctx.ops.create_topics([topic], settings.partitions)
@@ -311,21 +316,17 @@ async def _run_contender(
     try:
         return await run_throughput(ctx, contender, dataset, phase, label)
     except Exception as exc:
-        return _harness_error(ctx, _result_of(contender), exc)
+        return _harness_error(ctx, result_of(contender), exc)
 
 
 async def _run_latency(ctx: Context, contender: Contender) -> ContenderResult:
     """The latency phase of one contender; an unexpected error fails it, not the run."""
-    outcome = _result_of(contender)
+    outcome = result_of(contender)
     try:
         await run_latency(ctx, contender, outcome)
     except Exception as exc:
         _harness_error(ctx, outcome, exc)
     return outcome
-
-
-def _result_of(contender: Contender) -> ContenderResult:
-    return ContenderResult(contender.key, contender.name, contender.title, contender.emission)
 
 
 def _harness_error(ctx: Context, outcome: ContenderResult, exc: Exception) -> ContenderResult:

@@ -38,6 +38,7 @@ __all__ = [
     "ContenderFailed",
     "Context",
     "free_port",
+    "result_of",
     "run_throughput",
 ]
 
@@ -115,6 +116,11 @@ class Context:
         )
 
 
+def result_of(contender: Contender) -> ContenderResult:
+    """An empty result for ``contender``, for a run or phase to fill in."""
+    return ContenderResult(contender.key, contender.name, contender.title, contender.emission)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -150,7 +156,7 @@ async def run_throughput(
 ) -> ContenderResult:
     """Run one contender over the whole pre-produced input of a sweep point (``phase`` names
     its topics and groups); measure and check it."""
-    result = ContenderResult(contender.key, contender.name, contender.title, contender.emission)
+    result = result_of(contender)
     run = ctx.run_spec(contender, phase, dataset.topic)
     await ctx.ops.create_topics([run.output_topic], ctx.settings.partitions, OUTPUT_TOPIC_CONFIGS)
     proc = ctx.process(contender, run).start()

@@ -120,7 +120,7 @@ def test_rounds_run_each_contender_in_turn_and_report_every_round(
     order = re.findall(r"round (\d)/3\] \[(\w) \S+\] [\d,]+ trades in ", output)
     assert order == [(n, key) for n in "123" for key in "ae"], output[-5000:]
     runs = sorted(path.name for path in (tmp_path / "work").glob("*/tradestats/*"))
-    assert runs == ["p0r1", "p0r2", "p0r3"], runs
+    assert runs == ["p0-r1", "p0-r2", "p0-r3"], runs
     text = report.read_text()
     assert "| round 1 | round 2 | round 3 | vs (e), per round |" in text, text
     assert (tmp_path / "pairs-throughput.png").stat().st_size > 0
