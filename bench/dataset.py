@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from tests.oracle import Record
 from tradestats.core.trades import Trade, encode_trade
 from tradestats.loadgen import TradeGenerator, tickers
+from tradestats.service.kafka import partition_for_key
 
 __all__ = [
     "WINDOW_ADVANCE_MS",
@@ -41,18 +41,13 @@ WINDOW_ADVANCE_MS = 1000
 _CHUNK = 20_000
 
 
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), as every client here places keyed records."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
 def closing_tickers(partitions: int) -> list[str]:
     """One ticker per partition (``ZZEND<n>``), chosen so it hashes to that partition."""
     found: dict[int, str] = {}
     n = 0
     while len(found) < partitions:
         name = f"ZZEND{n}"
-        found.setdefault(partition_of(name.encode(), partitions), name)
+        found.setdefault(partition_for_key(name.encode(), partitions), name)
         n += 1
     return [found[p] for p in range(partitions)]
 
@@ -126,7 +121,7 @@ async def produce_dataset(
     dataset.sample_tickers = _sample_tickers(names, sample)
     dataset.closing = closing_tickers(spec.partitions)
     wanted = set(dataset.sample_tickers)
-    partition_by_ticker = {n: partition_of(n.encode(), spec.partitions) for n in [*names]}
+    partition_by_ticker = {n: partition_for_key(n.encode(), spec.partitions) for n in [*names]}
 
     trades = islice(iter(TradeGenerator(names, seed=spec.seed)), spec.trades)
     stamped: list[tuple[int, Trade]] = [
