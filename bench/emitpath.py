@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
@@ -62,32 +62,44 @@ class _Stages:
         return value
 
 
-def _closer() -> Callable[[Any], tuple[list[int], list[bytes], list[bytes]]]:
-    """The tree's window close, ``state -> (window ends, windowed keys, JSON values)``: since
-    ``encode_value_head`` exists, ``close_windows`` yields its results encoded; before, they
-    were encoded after it, in one batch (``encode_results``, since 215d57a) or one by one
-    (in ``Pipeline._send_results``)."""
+def _closer() -> tuple[Callable[[Any], list[Any]], Callable[[list[Any]], list[Any]]]:
+    """The tree's window close, ``state -> results``, and how its pipeline turns the results
+    into the output records it hands to the producer (timed with the batch append).
+
+    Since ``result_timestamp`` exists, a result is its output record. Before, the pipeline
+    made one of each result (ticker, end, average price, key, value), whose key and value were
+    encoded as they were yielded (``encode_value_head``), after the close in one batch
+    (``encode_results``, since 215d57a) or one by one (in ``Pipeline._send_results``)."""
     from tradestats.core import codec
+
+    if hasattr(codec, "result_timestamp"):
+        return lambda state: list(state.close_windows()), lambda results: results
+
+    def as_records(
+        ends: Iterable[int], keys: Iterable[bytes], values: Iterable[bytes]
+    ) -> list[Any]:
+        return [
+            (key, value, end - 1, None) for end, key, value in zip(ends, keys, values, strict=True)
+        ]
 
     if hasattr(codec, "encode_value_head"):
 
-        def encoded(state: Any) -> tuple[list[int], list[bytes], list[bytes]]:
-            results = list(state.close_windows())
-            return [r[1] for r in results], [r[3] for r in results], [r[4] for r in results]
+        def records_of(results: list[Any]) -> list[Any]:
+            return as_records(*zip(*((r[1], r[3], r[4]) for r in results), strict=True))
 
-        return encoded
+        return lambda state: list(state.close_windows()), records_of
     batch_encoder = getattr(codec, "encode_results", None)
 
-    def then_encoded(state: Any) -> tuple[list[int], list[bytes], list[bytes]]:
+    def then_encoded(state: Any) -> list[Any]:
         results = list(state.close_windows())
         if batch_encoder is not None:
             keys, values = batch_encoder(results)
         else:
             keys = [codec.encode_windowed_key(s.ticker, s.window_start) for s in results]
             values = [codec.encode_window_stats(s) for s in results]  # type: ignore[attr-defined]
-        return [s.window_end for s in results], keys, values
+        return list(zip((s.window_end for s in results), keys, values, strict=True))
 
-    return then_encoded
+    return then_encoded, lambda encoded: as_records(*zip(*encoded, strict=True))
 
 
 def _records(trades: int, tickers: int, rate: float) -> list[_Record]:
@@ -131,15 +143,12 @@ def _append_per_record(builder: Any, records: Sequence[Any], start: int) -> int:
 def _append_all(
     new_batch: Callable[[], Any],
     fill: Callable[[Any, Sequence[Any], int], int],
-    ends: Sequence[int],
-    keys: list[bytes],
-    values: list[bytes],
+    records_of: Callable[[list[Any]], list[Any]],
+    results: list[Any],
 ) -> int:
-    """The output records of the results (as the pipeline makes them) appended to record
-    batches; returns how many batches they took."""
-    records = [
-        (key, value, end - 1, None) for end, key, value in zip(ends, keys, values, strict=True)
-    ]
+    """The output records of the results (as the tree's pipeline makes them) appended to
+    record batches; returns how many batches they took."""
+    records = records_of(results)
     batches = 1
     done = fill(new_batch(), records, 0)
     while done < len(records):
@@ -154,17 +163,18 @@ def run(records: list[_Record], batch: int, stages: _Stages) -> None:
     from tradestats.core.partition import PartitionState
     from tradestats.core.windows import WindowSpec
 
-    close = _closer()
+    close, records_of = _closer()
     fill = _batch_filler()
     new_batch = partial(BatchBuilder, _batch_bytes(), 0)  # uncompressed, as the worker's
     state = PartitionState(WindowSpec(5000, 1000))
     for begin in range(0, len(records), batch):
         chunk = records[begin : begin + batch]
         stages.timed("process", partial(state.process, chunk))
-        ends, keys, values = stages.timed("close and encode", partial(close, state))
-        if ends:
-            stages.timed("batch append", partial(_append_all, new_batch, fill, ends, keys, values))
-            stages.results += len(ends)
+        closed = stages.timed("close and encode", partial(close, state))
+        if closed:
+            append = partial(_append_all, new_batch, fill, records_of, closed)
+            stages.timed("batch append", append)
+            stages.results += len(closed)
         if begin // batch % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
             stages.timed("checkpoint", state.checkpoint)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from tests.oracle import (
@@ -322,8 +323,13 @@ def check_windows(
     advance_ms: int = 1000,
     grace_ms: int = 0,
     exactly_once: bool,
+    output_partitions: int | None = None,
 ) -> Verdict:
-    """Every expected window present with the right value; duplicates identical (or none)."""
+    """Every expected window present with the right value; duplicates identical (or none).
+
+    With ``output_partitions``, also that each result is in its ticker's partition as Kafka's
+    default partitioner places the ticker key (aiokafka's murmur2, not the worker's hash).
+    """
     expected = expected_windows(list(inputs), size_ms, advance_ms, grace_ms)
     seen: dict[tuple[str, int], dict[str, Any]] = {}
     counts: Counter[tuple[str, int]] = Counter()
@@ -332,6 +338,9 @@ def check_windows(
         value = json.loads(record.value)
         assert (value["ticker"], value["windowStart"]) == (ticker, start), (record.key, value)
         assert record.timestamp == start + size_ms - 1
+        if output_partitions is not None:
+            placed = (murmur2(ticker.encode()) & 0x7FFFFFFF) % output_partitions
+            assert record.partition == placed, (ticker, start, record.partition, placed)
         if (ticker, start) in seen:
             assert seen[(ticker, start)] == value, (
                 f"window {(ticker, start)} emitted with two values"

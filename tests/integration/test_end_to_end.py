@@ -118,7 +118,7 @@ async def test_known_trades_and_bad_records_give_exact_windows_and_dead_letters(
         )
         await asyncio.sleep(2)  # anything emitted twice would arrive by now
         stats = await consume_quiet(kafka.bootstrap_servers, topics.stats)
-        verdict = check_windows(inputs, stats, exactly_once=True)
+        verdict = check_windows(inputs, stats, exactly_once=True, output_partitions=PARTITIONS)
         assert verdict.windows == len(expected.windows)
 
         dead = await consume(
@@ -216,7 +216,7 @@ async def test_sigkill_mid_stream_and_restart_on_the_same_data_dir_stays_exact(
             within=90,
         )
         stats = await consume_quiet(kafka.bootstrap_servers, topics.stats)
-        verdict = check_windows(inputs, stats, exactly_once=False)
+        verdict = check_windows(inputs, stats, exactly_once=False, output_partitions=PARTITIONS)
         assert verdict.windows == len(expected.windows)
         restored = re.findall(r"state loaded .* last offset (-?\d+)", worker.log_tail(400))
         assert any(int(offset) >= 0 for offset in restored), "the restart found no local state"

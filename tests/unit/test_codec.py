@@ -60,10 +60,11 @@ def test_a_head_and_bounds_make_the_value_byte_for_byte(stats: WindowStats) -> N
 
 @given(window_stats())
 def test_a_result_carries_the_windowed_key_and_the_value(stats: WindowStats) -> None:
-    ticker, end, avg_price, key, value = encode_result(stats)
-    assert (ticker, end, avg_price) == (stats.ticker, stats.window_end, stats.avg_price)
+    key, value, timestamp, headers, route, ticker, avg_price = encode_result(stats, 7)
     assert decode_windowed_key(key) == (stats.ticker, stats.window_start)
     assert value == encode_value(stats)
+    assert (timestamp, headers) == (stats.window_end - 1, None)  # the window's last ms
+    assert (route, ticker, avg_price) == (7, stats.ticker, stats.avg_price)
 
 
 def test_a_head_is_only_made_of_a_value_without_bounds() -> None:

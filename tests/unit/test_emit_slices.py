@@ -42,7 +42,8 @@ def windows(computed: list[int]) -> Iterator[WindowResult]:
         computed[0] += 1
         start = 1000 * (i // 1000)
         yield encode_result(
-            WindowStats(f"T{i:05d}", "ASK", 1, 1.5, 1.5, 1.5, 1.5, 2, 1.5, start, start + 5000)
+            WindowStats(f"T{i:05d}", "ASK", 1, 1.5, 1.5, 1.5, 1.5, 2, 1.5, start, start + 5000),
+            route=i % OUTPUT_PARTITIONS,
         )
 
 
@@ -74,6 +75,8 @@ async def test_a_large_close_is_computed_and_queued_in_slices_between_loop_turns
     for partition in range(OUTPUT_PARTITIONS):
         keys = [key for p, key, _ in queued if p == partition]
         assert keys == sorted(keys), f"partition {partition} out of order"
+    # each in the partition its result was routed to
+    assert all(p == int(key[0][1:]) % OUTPUT_PARTITIONS for p, key, _ in queued)
     assert all(v["ticker"] == key[0] and v["windowStart"] == key[1] for _, key, v in queued)
     # computed lazily, a slice at a time, and the other task ran between the slices
     slice_size = pipeline_module._EMIT_SLICE

@@ -29,6 +29,14 @@ from tradestats.core.trades import Reason
 from tradestats.core.windows import WindowSpec
 
 TICKERS = ["MMM", "ABT", "ABBV"]
+ROUTES = 3
+
+
+def route(key: bytes) -> int:
+    """Where a ticker's results go, in these tests: by its key's first byte."""
+    return key[0] % ROUTES
+
+
 BAD_VALUES = [
     None,
     b"\xff",
@@ -108,12 +116,15 @@ def check_emitted(emitted: list[WindowStats], expected: Expected, spec: WindowSp
 
 
 def decoded(results: Iterable[WindowResult]) -> list[WindowStats]:
-    """The values of results as sent, each checked against its key, end and average price."""
+    """The values of results as sent, each checked against its key, timestamp, route and
+    average price."""
     values = []
-    for ticker, end, avg_price, key, value in results:
+    for key, value, timestamp, headers, routed, ticker, avg_price in results:
         stats = msgspec.json.decode(value, type=WindowStats)
         assert decode_windowed_key(key) == (ticker, stats.window_start)
-        assert (stats.ticker, stats.window_end, stats.avg_price) == (ticker, end, avg_price)
+        assert (stats.ticker, stats.avg_price) == (ticker, avg_price)
+        assert (timestamp, headers) == (stats.window_end - 1, None)
+        assert routed == route(ticker.encode())
         values.append(stats)
     return values
 
@@ -136,7 +147,7 @@ def closed_in_order(state: PartitionState) -> list[WindowStats]:
 def test_final_mode_matches_the_oracle_exactly_once(
     records: list[Record], spec: WindowSpec, rng: random.Random
 ) -> None:
-    state = PartitionState(spec)
+    state = PartitionState(spec, route=route)
     emitted: list[WindowStats] = []
     dead = []
     for batch in split(records, rng):
@@ -164,7 +175,7 @@ def test_final_mode_matches_the_oracle_exactly_once(
 def test_open_window_count_is_the_oracles_windows_not_closed_yet(
     records: list[Record], spec: WindowSpec, rng: random.Random
 ) -> None:
-    state = PartitionState(spec)
+    state = PartitionState(spec, route=route)
     seen: list[Record] = []
     for batch in split(records, rng):
         state.process(batch)
@@ -218,7 +229,7 @@ def test_crashes_and_replays_keep_windows_exact(
     acknowledged: list[WindowStats] = []
     in_flight: list[WindowStats] = []
     crash_points = sorted(rng.sample(range(len(records) + 1), min(crashes, len(records) + 1)))
-    state = PartitionState(spec)
+    state = PartitionState(spec, route=route)
     durable_length = 0  # changelog records acknowledged
     durable_offset = 0  # first source offset not covered by an acknowledged checkpoint
     committed = 0
@@ -251,7 +262,7 @@ def test_crashes_and_replays_keep_windows_exact(
         in_flight.clear()
         del changelog[rng.randint(durable_length, len(changelog)) :]
         durable_length = len(changelog)
-        state = PartitionState.restore(replay_table(changelog).items(), spec)
+        state = PartitionState.restore(replay_table(changelog).items(), spec, route=route)
         in_flight.extend(decoded(state.close_windows()))  # closed, maybe never emitted
         position = committed
     state.close_idle()
@@ -267,7 +278,7 @@ def test_crashes_and_replays_keep_windows_exact(
 def test_update_mode_emits_each_change_once_per_checkpoint_and_ends_at_the_final_value(
     records: list[Record], spec: WindowSpec, rng: random.Random
 ) -> None:
-    state = PartitionState(spec, EmitMode.UPDATE)
+    state = PartitionState(spec, EmitMode.UPDATE, route=route)
     latest: dict[tuple[str, int], WindowStats] = {}
     for batch in split(records, rng):
         state.process(batch)
@@ -285,7 +296,7 @@ def test_update_mode_emits_each_change_once_per_checkpoint_and_ends_at_the_final
 def test_a_worked_example_of_late_and_partly_late_trades() -> None:
     """Default 5 s / 1 s windows, no grace: a trade 4.5 s behind lands only in open windows."""
     spec = WindowSpec(5000, 1000)
-    state = PartitionState(spec)
+    state = PartitionState(spec, route=route)
     mmm = [
         Record(0, 0, 10_000, b"MMM", trade_value("MMM", 10.0, 1, "ASK")),
         Record(0, 1, 14_000, b"MMM", trade_value("MMM", 20.0, 2, "BID")),
@@ -319,7 +330,7 @@ def test_a_worked_example_of_late_and_partly_late_trades() -> None:
 
 def test_checkpoint_writes_changed_tickers_then_the_partition_record_and_tombstones() -> None:
     spec = WindowSpec(5000, 1000)
-    state = PartitionState(spec)
+    state = PartitionState(spec, route=route)
     state.process([Record(0, 0, 1000, b"MMM", trade_value("MMM", 1.0, 1, "ASK"))])
     writes = state.checkpoint().writes
     assert [key for key, _ in writes] == [b"MMM", PARTITION_META_KEY]

@@ -21,7 +21,7 @@ Exactness under at-least-once delivery rests on three rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from math import inf
@@ -44,6 +44,7 @@ from tradestats.core.codec import (
     encode_value,
     encode_value_head,
     encode_window_start,
+    result_timestamp,
 )
 from tradestats.core.trades import (
     Reason,
@@ -124,15 +125,17 @@ class _Ticker(msgspec.Struct, gc=False):
     panes: dict[int, dict[int, Aggregate]] = msgspec.field(default_factory=dict)
     # pane start -> lowest eligibility changed since the last checkpoint (update mode)
     changed: dict[int, int] = msgspec.field(default_factory=dict)
+    # The ticker's key bytes and route (-1 until its first result), set once.
+    key: bytes = b""
+    route: int = -1
     # A thin ticker's pane makes five windows of the same value, closing a second apart.
     # For a pane that holds one eligible-everywhere part and shares no window with another
     # pane of the ticker: the ticker's applied offset when that value was encoded (any trade
-    # folded in moves it), the pane, the ticker's key bytes, the value's head (see
-    # codec.encode_value_head) and average price. Fields, not a tuple: with 100,000 tickers,
-    # every object a result reads is a cache miss.
+    # folded in moves it), the pane, the value's head (see codec.encode_value_head) and
+    # average price. Fields, not a tuple: with 100,000 tickers, every object a result reads
+    # is a cache miss.
     encoded_at: int | None = None
     encoded_pane: int = 0
-    key: bytes = b""
     value_head: bytes = b""
     avg_price: float = 0.0
 
@@ -172,13 +175,27 @@ def _stats_of_part(name: str, part: Aggregate, start: int, end: int) -> WindowSt
     )
 
 
+def _one_route(key: bytes) -> int:
+    """Every ticker's results to one place (a state not wired to an output)."""
+    return 0
+
+
 class PartitionState:
-    """Aggregates one partition's trades into hopping windows (see module docstring)."""
+    """Aggregates one partition's trades into hopping windows (see module docstring).
+
+    ``route`` maps a ticker's key bytes to where its results go (the worker: the output
+    partition). It is called once per ticker, and every result carries it.
+    """
 
     def __init__(
-        self, spec: WindowSpec, emit_mode: EmitMode = EmitMode.FINAL, retention_ms: int = 0
+        self,
+        spec: WindowSpec,
+        emit_mode: EmitMode = EmitMode.FINAL,
+        retention_ms: int = 0,
+        route: Callable[[bytes], int] = _one_route,
     ) -> None:
         self.spec = spec
+        self.route = route
         self.emit_mode = emit_mode
         self.retention_ms = retention_ms
         self.stream_time = NO_TIME
@@ -366,9 +383,10 @@ class PartitionState:
         spec: WindowSpec,
         emit_mode: EmitMode = EmitMode.FINAL,
         retention_ms: int = 0,
+        route: Callable[[bytes], int] = _one_route,
     ) -> PartitionState:
         """Rebuild from stored records (as written by :meth:`checkpoint`)."""
-        state = cls(spec, emit_mode, retention_ms)
+        state = cls(spec, emit_mode, retention_ms, route)
         for key, value in records:
             if key == PARTITION_META_KEY:
                 meta = decode_partition_meta(value)
@@ -516,33 +534,50 @@ class PartitionState:
         size = self.spec.size_ms
         for start, tickers in closed:
             end = start + size
+            stamp = result_timestamp(end)
             key_end = encode_window_start(start)
             value_end = encode_bounds(start, end)
             for name, ticker in tickers.items():
                 if ticker.encoded_at != ticker.applied_offset or not (
                     start <= ticker.encoded_pane < end
                 ):
+                    if ticker.route < 0:
+                        self._set_route(name, ticker)
                     sole = _sole_part(ticker, start, end)
                     if sole is None:
                         stats = self._merged_window(name, ticker, start, end)
                         if stats is not None:
                             value = encode_value(stats)
-                            yield name, end, stats.avg_price, name.encode() + key_end, value
+                            yield (
+                                ticker.key + key_end,
+                                value,
+                                stamp,
+                                None,
+                                ticker.route,
+                                name,
+                                stats.avg_price,
+                            )
                         continue
                     pane, part = sole
                     stats = _stats_of_part(name, part, 0, 0)
                     ticker.value_head = encode_value_head(stats)
                     ticker.avg_price = stats.avg_price
-                    ticker.key = name.encode()
                     ticker.encoded_pane = pane
                     ticker.encoded_at = ticker.applied_offset if self._alone(ticker, pane) else None
                 yield (
-                    name,
-                    end,
-                    ticker.avg_price,
                     ticker.key + key_end,
                     ticker.value_head + value_end,
+                    stamp,
+                    None,
+                    ticker.route,
+                    name,
+                    ticker.avg_price,
                 )
+
+    def _set_route(self, name: str, ticker: _Ticker) -> None:
+        """Give a ticker its key bytes and route, at its first result."""
+        ticker.key = name.encode()
+        ticker.route = self.route(ticker.key)
 
     def _alone(self, ticker: _Ticker, pane: int) -> bool:
         """Whether no other pane of the ticker shares a window with ``pane``."""
@@ -564,10 +599,12 @@ class PartitionState:
                 for start in spec.windows_of_pane(pane)[lowest:]
             }
             ticker.changed.clear()
+            if ticker.route < 0:
+                self._set_route(name, ticker)
             for start in sorted(starts):
                 stats = self._window(name, ticker, start)
                 if stats is not None:
-                    results.append(encode_result(stats))
+                    results.append(encode_result(stats, ticker.route))
         return results
 
     def _expire(self) -> None:

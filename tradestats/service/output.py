@@ -67,8 +67,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: (key, value, timestamp in ms or None, headers or None)
-OutputRecord = tuple[bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]
+#: (key, value, timestamp in ms or None, headers or None), then whatever its sender keeps with
+#: it (a window result is sent as it is: see ``tradestats.core.codec.WindowResult``).
+OutputRecord = tuple[
+    bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None, *tuple[object, ...]
+]
 
 #: The headers of a record without any. None rather than an empty list: a tuple holding only
 #: bytes, ints and None is untracked by the cyclic garbage collector once it has seen it, and
@@ -394,8 +397,8 @@ def fill_batch(builder: Any, records: Sequence[OutputRecord], start: int) -> int
     empty = _EMPTY_HEADERS
     try:
         for index in range(start, len(records)):
-            key, value, timestamp, headers = records[index]
-            if inner_append(offset, timestamp, key, value, headers or empty) is None:
+            record = records[index]
+            if inner_append(offset, record[2], record[0], record[1], record[3] or empty) is None:
                 builder.close()
                 return index
             offset += 1

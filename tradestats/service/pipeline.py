@@ -94,7 +94,6 @@ class Pipeline(Service):
         self.output = Output(
             settings, [settings.stats_topic, settings.dlq_topic, table.changelog_topic_name]
         )
-        self._stats_partition: dict[str, int] = {}  # ticker -> output partition
         self._recovered_generation: int | None = None
         #: Per partition, the first offset of the batch last refused for the records it would
         #: skip (see ``_skips_records``).
@@ -205,44 +204,35 @@ class Pipeline(Service):
             await asyncio.sleep(0)
 
     def _queue_results(self, partition: int, results: Sequence[WindowResult]) -> None:
-        """Queue the results as output records and count them.
+        """Queue the results and count them.
 
-        Per result: one dict lookup and the batch append; the latency histogram and the
-        price gauges are updated per group and ticker.
+        Per result: one list append (a result is its output record and carries its output
+        partition); the latency histogram is updated per window, the price gauges per ticker.
         """
-        by_partition: dict[int, list[OutputRecord]] = {}
-        partition_of = self._stats_partition
+        topic = self.settings.stats_topic
+        lanes: list[list[OutputRecord]] = [[] for _ in range(self.output.partitions(topic))]
         latency = self.metrics.emit_latency
         now_ms = time.time() * 1000.0
-        group_end, group_size = results[0][1] if results else 0, 0
-        for ticker, end, _, key, value in results:
-            target = partition_of.get(ticker)
-            if target is None:
-                target = self._output_partition(ticker)
-            records = by_partition.get(target)
-            if records is None:
-                records = by_partition[target] = []
-            records.append((key, value, end - 1, NO_HEADERS))
-            if end != group_end:  # results come oldest window first: a few groups per batch
-                latency.observe(max(0.0, (now_ms - group_end) / 1000.0), group_size)
-                group_end, group_size = end, 0
+        # A result's timestamp is its window's last ms: its window closed at timestamp + 1.
+        group_stamp, group_size = results[0][2] if results else 0, 0
+        for result in results:
+            if result[2] != group_stamp:  # results come oldest window first: a few per batch
+                latency.observe(max(0.0, (now_ms - group_stamp - 1) / 1000.0), group_size)
+                group_stamp, group_size = result[2], 0
             group_size += 1
+            lanes[result[4]].append(result)
         if group_size:
-            latency.observe(max(0.0, (now_ms - group_end) / 1000.0), group_size)
-        topic = self.settings.stats_topic
-        for target, records in by_partition.items():
-            self._in_flight += self.output.send(topic, target, records)
+            latency.observe(max(0.0, (now_ms - group_stamp - 1) / 1000.0), group_size)
+        for target, records in enumerate(lanes):
+            if records:
+                self._in_flight += self.output.send(topic, target, records)
         self._export_prices(partition, results)
         self.metrics.windows_emitted.inc(len(results))
 
-    def _output_partition(self, ticker: str) -> int:
+    def _result_partition(self, key: bytes) -> int:
         """Kafka Streams partitions windowed output by the inner key only
         (WindowedStreamPartitioner): all of a ticker's windows land in one partition."""
-        found = self._stats_partition.get(ticker)
-        if found is None:
-            partitions = self.output.partitions(self.settings.stats_topic)
-            found = self._stats_partition[ticker] = partition_for_key(ticker.encode(), partitions)
-        return found
+        return partition_for_key(key, self.output.partitions(self.settings.stats_topic))
 
     def _export_prices(self, partition: int, results: Sequence[WindowResult]) -> None:
         """Average price per ticker as a gauge, for at most METRICS_PRICE_TICKERS tickers:
@@ -251,7 +241,7 @@ class Pipeline(Service):
         priced = self._priced.setdefault(partition, set())
         room = self.settings.metrics_price_tickers - sum(map(len, self._priced.values()))
         latest: dict[str, float] = {}
-        for ticker, _, avg_price, _, _ in results:
+        for _, _, _, _, _, ticker, avg_price in results:
             if ticker not in priced:
                 if room <= 0:
                     continue
@@ -536,6 +526,7 @@ class Pipeline(Service):
                 self._spec,
                 self.settings.emit_mode,
                 self.settings.window_retention_ms,
+                self._result_partition,
             ),
         )
         self._states[partition] = state
