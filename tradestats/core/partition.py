@@ -287,9 +287,14 @@ class PartitionState:
                 by_eligibility = panes[pane] = {}
                 self._pane_tickers.setdefault(pane, {})[name] = ticker
             agg = by_eligibility.get(eligibility)
-            if agg is None:
-                agg = by_eligibility[eligibility] = Aggregate()
-            agg.add(trade.price, trade.size, type_bits[trade.type])
+            if agg is None:  # what add() makes of an empty aggregate, in one call not two
+                price = trade.price
+                size = trade.size
+                by_eligibility[eligibility] = Aggregate(
+                    1, price, price, price, size, price * size, type_bits[trade.type]
+                )
+            else:
+                agg.add(trade.price, trade.size, type_bits[trade.type])
             ticker.applied_offset = offset
             if track_changes:
                 changed = ticker.changed.get(pane)
