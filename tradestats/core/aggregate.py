@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from math import inf
-
 __all__ = ["ASK", "BID", "TYPE_BITS", "TYPE_LABELS", "Aggregate"]
 
 ASK = 1
@@ -15,27 +13,27 @@ TYPE_LABELS = {ASK: "ASK", BID: "BID", ASK | BID: "MIXED"}
 class Aggregate:
     """Count, price sum/min/max, volume and notional (price x size) of some trades.
 
-    Updated in place once per trade, the hot path of a dense stream: a plain class with
-    slots, whose stores the interpreter specialises (a ``msgspec.Struct``'s go through its own
-    ``__setattr__``, about a quarter more instructions per trade). Unlike a struct made with
-    ``gc=False`` it is tracked by the cyclic garbage collector; the worker's collector
-    thresholds (see :mod:`tradestats.service.worker`) keep full collections rare.
+    Updated in place once per trade by :meth:`PartitionState.process
+    <tradestats.core.partition.PartitionState.process>`, the hot path of a dense stream: a
+    plain class with slots, whose stores the interpreter specialises (a ``msgspec.Struct``'s go
+    through its own ``__setattr__``, about a quarter more instructions per trade). Unlike a
+    struct made with ``gc=False`` it is tracked by the cyclic garbage collector; the worker's
+    collector thresholds (see :mod:`tradestats.service.worker`) keep full collections rare.
     """
 
     __slots__ = ("count", "max_price", "min_price", "notional", "sum_price", "types", "volume")
 
     def __init__(
         self,
-        count: int = 0,
-        sum_price: float = 0.0,
-        min_price: float = inf,
-        max_price: float = -inf,
-        volume: int = 0,
-        notional: float = 0.0,
-        types: int = 0,
+        count: int,
+        sum_price: float,
+        min_price: float,
+        max_price: float,
+        volume: int,
+        notional: float,
+        types: int,
     ) -> None:
-        """An aggregate of no trades, or (restoring state) with these values, in the stored
-        field order."""
+        """Fields in the stored order (see :func:`tradestats.core.codec.encode_pane_parts`)."""
         self.count = count
         self.sum_price = sum_price
         self.min_price = min_price
@@ -43,15 +41,3 @@ class Aggregate:
         self.volume = volume
         self.notional = notional
         self.types = types
-
-    def add(self, price: float, size: int, type_bit: int) -> None:
-        """Fold one trade in."""
-        self.count += 1
-        self.sum_price += price
-        if price < self.min_price:
-            self.min_price = price
-        if price > self.max_price:
-            self.max_price = price
-        self.volume += size
-        self.notional += price * size
-        self.types |= type_bit
