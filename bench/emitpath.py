@@ -4,8 +4,9 @@ Trades of one density are folded into a :class:`PartitionState` in batches as th
 them, and every window they close goes through the code the worker runs for it: ``close_windows``
 with the windowed keys and JSON values, and aiokafka's record-batch builder (what
 :class:`tradestats.service.output.Output` fills). Each stage is timed separately, per window
-result; ``--profile`` prints a cProfile summary of the whole loop instead. Kafka's round trips
-are not in it: that is what the sweep of ``python -m bench`` measures.
+result, with the garbage collector set as the tree's worker sets it; ``--profile`` prints a
+cProfile summary of the whole loop instead. Kafka's round trips are not in it: that is what the
+sweep of ``python -m bench`` measures.
 
 ``--against REV`` measures another revision of ``tradestats`` beside this one, in one session:
 it checks REV out into a temporary git worktree, runs each density in a fresh interpreter per
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import pstats
 import subprocess
@@ -157,12 +159,24 @@ def _append_all(
     return batches
 
 
+def _worker_collector() -> None:
+    """Set the cyclic garbage collector's thresholds the tree's worker sets, if it sets any:
+    state is made of tracked objects, and at Python's defaults collections cost the stages
+    more than they cost the worker (the density 1 point's process() 40% more)."""
+    from tradestats.service import worker
+
+    thresholds = getattr(worker, "_GC_THRESHOLDS", None)
+    if thresholds is not None:
+        gc.set_threshold(*thresholds)
+
+
 def run(records: list[_Record], batch: int, stages: _Stages) -> None:
     from aiokafka.producer.message_accumulator import BatchBuilder
 
     from tradestats.core.partition import PartitionState
     from tradestats.core.windows import WindowSpec
 
+    _worker_collector()
     close, records_of = _closer()
     fill = _batch_filler()
     new_batch = partial(BatchBuilder, _batch_bytes(), 0)  # uncompressed, as the worker's
