@@ -143,12 +143,18 @@ class _Ticker(msgspec.Struct, gc=False):
 _UNCHECKED = object()  # equal to no record key
 
 
-def _sole_part(ticker: _Ticker, start: int, end: int) -> tuple[int, Aggregate] | None:
+def _sole_part(ticker: _Ticker, start: int, end: int, pane_ms: int) -> tuple[int, Aggregate] | None:
     """The ticker's only pane in the window ``[start, end)`` and its part, if that pane holds
-    one eligible-everywhere part: it holds every trade of the window."""
+    one eligible-everywhere part: it holds every trade of the window.
+
+    Looks up the window's panes rather than going through the ticker's: a dense ticker keeps
+    three windows' worth of panes (open, closing, retained for queries), and going through
+    them oldest first took 2.4 us a window at 10 trades/ticker/s; two lookups settle it."""
+    panes = ticker.panes
     found: tuple[int, dict[int, Aggregate]] | None = None
-    for pane, parts in ticker.panes.items():
-        if start <= pane < end:
+    for pane in range(start, end, pane_ms):
+        parts = panes.get(pane)
+        if parts is not None:
             if found is not None:
                 return None
             found = pane, parts
@@ -487,7 +493,7 @@ class PartitionState:
     def _window(self, name: str, ticker: _Ticker, start: int) -> WindowStats | None:
         """The window's value, or None if it holds no trades."""
         end = start + self.spec.size_ms
-        sole = _sole_part(ticker, start, end)
+        sole = _sole_part(ticker, start, end, self.spec.pane_ms)
         if sole is not None:
             return _stats_of_part(name, sole[1], start, end)
         return self._merged_window(name, ticker, start, end)
@@ -549,6 +555,7 @@ class PartitionState:
         no trade is folded in.
         """
         size = self.spec.size_ms
+        pane_ms = self.spec.pane_ms
         for start, tickers in closed:
             end = start + size
             stamp = result_timestamp(end)
@@ -560,7 +567,7 @@ class PartitionState:
                 ):
                     if ticker.route < 0:
                         self._set_route(name, ticker)
-                    sole = _sole_part(ticker, start, end)
+                    sole = _sole_part(ticker, start, end, pane_ms)
                     if sole is None:
                         stats = self._merged_window(name, ticker, start, end)
                         if stats is not None:
