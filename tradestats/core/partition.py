@@ -294,22 +294,20 @@ class PartitionState:
                 self._pane_tickers.setdefault(pane, {})[name] = ticker
             # The fold of a trade into its part: inlined, since a method call per trade was
             # 4% of a dense trade's instructions; a new part is made with the trade in it.
+            price = trade.price
+            size = trade.size
             agg = by_eligibility.get(eligibility)
             if agg is None:
-                price = trade.price
-                size = trade.size
                 by_eligibility[eligibility] = Aggregate(
                     1, price, price, price, size, price * size, type_bits[trade.type]
                 )
             else:
-                price = trade.price
                 agg.count += 1
                 agg.sum_price += price
                 if price < agg.min_price:
                     agg.min_price = price
                 if price > agg.max_price:
                     agg.max_price = price
-                size = trade.size
                 agg.volume += size
                 agg.notional += price * size
                 agg.types |= type_bits[trade.type]
