@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.contenders.base import REPO_ROOT, Contender, Emission
-from bench.contenders.registry import all_contenders, select
+from bench.contenders.registry import CEILING, TRADESTATS, all_contenders, select
 from bench.dataset import Dataset, DatasetSpec, produce_dataset
 from bench.harness import (
     OUTPUT_TOPIC_CONFIGS,
@@ -49,7 +49,7 @@ from bench.recovery.broker import BrokerHandle
 from bench.report import write_report
 from bench.results import ContenderResult, RunResult, SweepPoint, combine_rounds
 
-__all__ = ["main", "run", "tickers_for"]
+__all__ = ["main", "run", "run_order", "tickers_for"]
 
 QUICK = {
     "trades": "5000",
@@ -111,7 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=1,
-        help="runs of every contender per point, in turn (a, e, a, e, ...): the report gives "
+        help="runs of every contender per point, in turn, tradestats and the bare consumer "
+        "side by side, every other round in reverse order (see run_order): the report gives "
         "each contender's median round, and ratios as the median of the rounds' ratios "
         "(default 1)",
     )
@@ -253,7 +254,7 @@ async def _run_point(
     ctx: Context, contenders: list[Contender], index: int, density: float
 ) -> SweepPoint:
     """Produce one density's input, then run every contender on it, ``settings.rounds``
-    times in turn."""
+    times in turn (see :func:`run_order`)."""
     settings, progress = ctx.settings, ctx.progress
     tickers = tickers_for(density, settings.event_rate)
     trades = settings.trades[index]
@@ -303,10 +304,26 @@ async def _run_point(
     runs: dict[str, list[ContenderResult]] = {c.key: [] for c in contenders}
     for number, phase in enumerate(phases, 1):
         where = label if rounds == 1 else f"{label}, round {number}/{rounds}"
-        for contender in contenders:
+        for contender in run_order(contenders, number):
             runs[contender.key].append(await _run_contender(ctx, contender, dataset, phase, where))
     point.contenders = [combine_rounds(runs[c.key]) for c in contenders]
     return point
+
+
+def run_order(contenders: list[Contender], number: int) -> list[Contender]:
+    """The order of round ``number`` (from 1): tradestats and the bare consumer first, side by
+    side, then the others; every even round the reverse.
+
+    The machine's speed drifts over minutes (neighbours come and go), and one round of the
+    slow peers takes several: the ratio to the ceiling compares two runs only when they run
+    next to each other, and reversing every other round cancels a steady drift across a
+    pair (a e ... e a ...). In report order, the bare consumer ran after every peer, six
+    minutes after tradestats, and a busy spell between them set the ratio."""
+    paired = [c for c in contenders if c.key == TRADESTATS] + [
+        c for c in contenders if c.key == CEILING
+    ]
+    order = paired + [c for c in contenders if c not in paired]
+    return order if number % 2 else order[::-1]
 
 
 async def _run_contender(

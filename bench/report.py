@@ -32,11 +32,13 @@ METHOD = """\
   timestamps never decrease within a partition, so no trade is late anywhere. The closing
   trades (on tickers `ZZEND*`, left out of every check) are stamped a window and an advance
   after the last trade: they close every regular window in contenders that emit final results.
-- **Contenders** run one at a time at each point (with `--rounds`, several times in turn),
-  each run as its own process with a fresh consumer group and state directory, reading the
-  point's topic from the beginning, committing every second (the tradestats default; Quix
-  Streams' default is 5 s, Kafka Streams' 30 s, faust's 2.8 s - one value for all makes
-  "everything committed" equally observable).
+- **Contenders** run one at a time at each point (with `--rounds`, several times in turn:
+  tradestats and the bare consumer side by side, then the peers; every other round in
+  reverse order, so that a drift of the machine's speed does not land between the two runs
+  of a ratio), each run as its own process with a fresh consumer group and state directory,
+  reading the point's topic from the beginning, committing every second (the tradestats
+  default; Quix Streams' default is 5 s, Kafka Streams' 30 s, faust's 2.8 s - one value for
+  all makes "everything committed" equally observable).
 - **Throughput** = input records / seconds from the first record consumed to *done*: the group's
   committed offsets reach the end offsets and the output topic has not grown for {quiet:.0f} s;
   done = the later of the commit reaching the end and the broker's append time of the last
@@ -214,8 +216,9 @@ def _rounds(result: RunResult) -> list[str]:
         return []
     lines = [
         f"Each contender ran {count} times at each point, in turn; the figures above are each "
-        "one's median round, and its ratios the medians of the rounds' ratios (round k of "
-        "each ran within minutes of the others'). Trades/s of every round:",
+        "one's median round, and its ratios the medians of the rounds' ratios (in each round "
+        "tradestats and the bare consumer ran one right after the other). Trades/s of every "
+        "round:",
         "",
         "| density | contender | "
         + " | ".join(f"round {n}" for n in range(1, count + 1))

@@ -1,8 +1,11 @@
 """A point run in several rounds: the median round stands for the contender, ratios are the
-medians of the rounds' ratios, and one bad round fails the contender."""
+medians of the rounds' ratios, and one bad round fails the contender; the
+rounds pair tradestats with the bare consumer."""
 
 from __future__ import annotations
 
+from bench.cli import run_order
+from bench.contenders.registry import all_contenders
 from bench.results import ContenderResult, Correctness, Throughput, combine_rounds
 
 
@@ -69,3 +72,14 @@ def test_one_failed_or_wrong_round_fails_the_contender() -> None:
     assert not wrong.ok
     assert wrong.correctness is not None
     assert wrong.correctness.detail == "rate 300.0"
+
+
+def test_rounds_pair_tradestats_with_the_ceiling_and_alternate_their_order() -> None:
+    contenders = all_contenders()
+    first = [c.key for c in run_order(contenders, 1)]
+    assert first == ["a", "e", "b", "c", "d", "d2"]
+    assert [c.key for c in run_order(contenders, 2)] == first[::-1]
+    assert [c.key for c in run_order(contenders, 3)] == first
+    # without either of the pair, the rest keep report order
+    peers = [c for c in contenders if c.key in {"c", "d", "d2"}]
+    assert [c.key for c in run_order(peers, 1)] == ["c", "d", "d2"]
