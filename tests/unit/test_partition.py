@@ -395,10 +395,16 @@ def test_dead_letters_keep_the_original_record() -> None:
 
 def test_replayed_records_at_or_below_the_applied_offset_are_skipped() -> None:
     state = PartitionState(WindowSpec(5000, 1000))
-    records = [Record(0, i, 1000 + i, b"MMM", trade_value("MMM", 1.0, 1, "ASK")) for i in range(5)]
-    assert state.process(records).aggregated == 5
-    again = state.process(records[2:])
+    records = [Record(0, i, 1000 + i, b"MMM", trade_value("MMM", 1.0, 1, "ASK")) for i in range(8)]
+    assert state.process(records[:5]).aggregated == 5
+    again = state.process(records[2:5])
     assert (again.aggregated, again.replayed) == (0, 3)
+    # a batch that starts with replayed records (a fetch from the last commit)
+    overlap = state.process(records[3:])
+    assert (overlap.aggregated, overlap.replayed) == (3, 2)
+    assert state.applied_offset == 7
+    (stats,) = [stats for stats, _ in state.windows("MMM") if stats.window_start == 0]
+    assert stats.count_trades == 8
 
 
 def test_records_of_a_known_ticker_are_still_checked_against_their_key() -> None:

@@ -103,19 +103,19 @@ def test_tickers_are_checked_on_every_record_whatever_was_seen_before(
 ) -> None:
     """Valid tickers are remembered (the pattern is matched once per ticker); a bad one is
     rejected each time, also once the memory is full and a new valid ticker is not kept."""
-    monkeypatch.setattr(trades, "checked_keys", {})
+    monkeypatch.setattr(trades, "_checked_keys", {})
     monkeypatch.setattr(trades, "_CHECKED_TICKERS_MAX", 2)
     for name in ["A", "B", "C", "A", "C"]:
         value = json.dumps({"type": "BID", "ticker": name, "price": 1.5, "size": 3}).encode()
         assert decode_trade(name.encode(), value) == Trade("BID", name, 1.5, 3)
-    assert trades.checked_keys == {"A": b"A", "B": b"B"}
+    assert trades._checked_keys == {"A": b"A", "B": b"B"}
     bad = b'{"type":"ASK","ticker":"M M","price":1,"size":1}'
     for _ in range(2):
         with pytest.raises(Rejected) as rejected:
             decode_trade(b"M M", bad)
         assert rejected.value.reason is Reason.BAD_TICKER
         assert "'M M'" in rejected.value.detail
-    assert "M M" not in trades.checked_keys
+    assert "M M" not in trades._checked_keys
 
 
 def test_encode_round_trips_and_writes_the_original_field_names() -> None:

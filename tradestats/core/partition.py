@@ -21,7 +21,7 @@ Exactness under at-least-once delivery rests on three rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from math import inf
@@ -50,7 +50,6 @@ from tradestats.core.trades import (
     Reason,
     Rejected,
     Trade,
-    checked_keys,
     checked_trade,
     decode_trade,
     decode_value,
@@ -125,7 +124,8 @@ class _Ticker(msgspec.Struct, gc=False):
     panes: dict[int, dict[int, Aggregate]] = msgspec.field(default_factory=dict)
     # pane start -> lowest eligibility changed since the last checkpoint (update mode)
     changed: dict[int, int] = msgspec.field(default_factory=dict)
-    # The ticker's key bytes and route (-1 until its first result), set once.
+    # The ticker's record key (its name in UTF-8), which every trade of it must have, and
+    # the route of its results (-1 until its first result).
     key: bytes = b""
     route: int = -1
     # A thin ticker's pane makes five windows of the same value, closing a second apart.
@@ -138,9 +138,6 @@ class _Ticker(msgspec.Struct, gc=False):
     encoded_pane: int = 0
     value_head: bytes = b""
     avg_price: float = 0.0
-
-
-_UNCHECKED = object()  # equal to no record key
 
 
 def _sole_part(ticker: _Ticker, start: int, end: int, pane_ms: int) -> tuple[int, Aggregate] | None:
@@ -218,9 +215,18 @@ class PartitionState:
 
     # --- processing ----------------------------------------------------------------------
 
-    def process(self, records: Iterable[SourceRecord]) -> BatchOutcome:
+    def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         """Fold a batch of source records (in offset order) into the panes."""
         outcome = BatchOutcome()
+        applied = self.applied_offset
+        if not records or records[-1].offset <= applied:
+            outcome.replayed = len(records)
+            return outcome
+        skip = 0
+        while records[skip].offset <= applied:  # replayed: only a batch's head can be
+            skip += 1
+        if skip:
+            records = records[skip:]
         dead_letters = outcome.dead_letters
         spec = self.spec
         pane_ms = spec.pane_ms
@@ -229,24 +235,22 @@ class PartitionState:
         track_changes = self.emit_mode is EmitMode.UPDATE
         stream_time = self.stream_time
         fresh_pane = self._fresh_pane
-        applied = self.applied_offset
         decode = decode_value
-        keys = checked_keys
         type_bits = TYPE_BITS
-        aggregated = replayed = 0
+        replayed = 0
         for record in records:
             offset = record.offset
-            if offset <= applied:
-                replayed += 1
-                continue
-            applied = offset
             key = record.key
             value = record.value
-            try:  # the hot path of decode_trade (see trades.decode_value)
-                trade: Trade | None = None if value is None else decode(value)
-            except Exception:  # whatever it was, decode_trade says why
-                trade = None
-            if trade is None or keys.get(trade.ticker, _UNCHECKED) != key:
+            # The hot path of decode_trade (see trades.decode_value): a trade of a ticker
+            # in the state whose record key is the ticker's is valid; anything else (a new
+            # ticker, a tombstone, a bad value or key) gets decode_trade's verdict.
+            try:
+                trade: Trade = decode(value)  # type: ignore[arg-type]  # None raises
+                ticker = tickers.get(trade.ticker)
+            except Exception:
+                trade = ticker = None  # type: ignore[assignment]  # until decode_trade's verdict
+            if ticker is None or ticker.key != key:
                 try:
                     trade = decode_trade(key, value) if trade is None else checked_trade(key, trade)
                 except Rejected as rejected:
@@ -281,9 +285,8 @@ class PartitionState:
                     continue
                 eligibility = found
             name = trade.ticker
-            ticker = tickers.get(name)
             if ticker is None:
-                ticker = tickers[name] = _Ticker()
+                ticker = tickers[name] = _Ticker(key=name.encode())
             elif offset <= ticker.applied_offset:
                 replayed += 1
                 continue
@@ -317,12 +320,10 @@ class PartitionState:
                 if changed is None or eligibility < changed:
                     ticker.changed[pane] = eligibility
             dirty[name] = ticker
-            aggregated += 1
-        outcome.aggregated = aggregated
-        outcome.replayed = replayed
-        if applied != self.applied_offset:
-            self.applied_offset = applied
-            self._meta_dirty = True
+        outcome.aggregated = len(records) - replayed - len(dead_letters)
+        outcome.replayed = skip + replayed
+        self.applied_offset = records[-1].offset
+        self._meta_dirty = True
         return outcome
 
     def close_idle(self) -> bool:
@@ -417,7 +418,7 @@ class PartitionState:
                 continue
             name = key.decode()
             applied_offset, parts = decode_pane_parts(value)
-            ticker = state._tickers[name] = _Ticker(applied_offset)
+            ticker = state._tickers[name] = _Ticker(applied_offset, key=key)
             for pane, eligibility, agg in parts:
                 ticker.panes.setdefault(pane, {})[eligibility] = agg
                 state._pane_tickers.setdefault(pane, {})[name] = ticker
@@ -564,7 +565,7 @@ class PartitionState:
                     start <= ticker.encoded_pane < end
                 ):
                     if ticker.route < 0:
-                        self._set_route(name, ticker)
+                        self._set_route(ticker)
                     sole = _sole_part(ticker, start, end, pane_ms)
                     if sole is None:
                         stats = self._merged_window(name, ticker, start, end)
@@ -596,9 +597,8 @@ class PartitionState:
                     ticker.avg_price,
                 )
 
-    def _set_route(self, name: str, ticker: _Ticker) -> None:
-        """Give a ticker its key bytes and route, at its first result."""
-        ticker.key = name.encode()
+    def _set_route(self, ticker: _Ticker) -> None:
+        """Give a ticker the route of its results, at its first result."""
         ticker.route = self.route(ticker.key)
 
     def _alone(self, ticker: _Ticker, pane: int) -> bool:
@@ -622,7 +622,7 @@ class PartitionState:
             }
             ticker.changed.clear()
             if ticker.route < 0:
-                self._set_route(name, ticker)
+                self._set_route(ticker)
             for start in sorted(starts):
                 stats = self._window(name, ticker, start)
                 if stats is not None:

@@ -22,7 +22,6 @@ __all__ = [
     "Reason",
     "Rejected",
     "Trade",
-    "checked_keys",
     "checked_trade",
     "decode_trade",
     "decode_value",
@@ -80,13 +79,13 @@ _ticker_pattern = re.compile(TICKER_PATTERN)
 #: would run the regular expression on every record, which cost twice the rest of the decode;
 #: a market has a bounded set of tickers, so each is matched once (up to this many; beyond,
 #: every time).
-checked_keys: dict[str, bytes] = {}
+_checked_keys: dict[str, bytes] = {}
 _CHECKED_TICKERS_MAX = 1 << 18
 #: The hot path of :func:`decode_trade`, for callers that decode many records: a trade this
-#: returns (msgspec checked every field but the ticker's pattern) is valid when
-#: ``checked_keys.get(trade.ticker)`` is its record's key, else :func:`checked_trade` gives
-#: the verdict; a record it raises on takes :func:`decode_trade` for the reason. It saves a
-#: Python call per trade.
+#: returns has every field checked but the ticker's pattern and the record's key. A caller
+#: that already accepted the ticker with this key may take it as valid, else
+#: :func:`checked_trade` gives the verdict; a record it raises on takes :func:`decode_trade`
+#: for the reason. It saves a Python call per trade.
 decode_value = _decoder.decode
 _encoder = msgspec.json.Encoder()
 _FIELD_REASONS = {
@@ -116,15 +115,15 @@ def checked_trade(key: bytes | None, trade: Trade) -> Trade:
     :class:`Rejected`: the second half of :func:`decode_trade`, for callers that decoded the
     value themselves."""
     ticker = trade.ticker
-    expected = checked_keys.get(ticker)
+    expected = _checked_keys.get(ticker)
     if expected is None:
         if _ticker_pattern.search(ticker) is None:
             raise Rejected(
                 Reason.BAD_TICKER, f"ticker {ticker!r} does not match {TICKER_PATTERN!r}"
             )
         expected = ticker.encode()
-        if len(checked_keys) < _CHECKED_TICKERS_MAX:
-            checked_keys[ticker] = expected
+        if len(_checked_keys) < _CHECKED_TICKERS_MAX:
+            _checked_keys[ticker] = expected
     if key is None:
         raise Rejected(Reason.KEY_MISSING, "record key is null; expected the ticker")
     if key != expected:
