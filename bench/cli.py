@@ -129,6 +129,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None, help="build cache")
     parser.add_argument("--quix-python", type=Path, help="a Python that has quixstreams")
     parser.add_argument("--keep-topics", action="store_true", help="keep the run's topics")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write the report and plots again from --json's results (e.g. "
+        "after python -m bench.emitpath, whose table the full report includes)",
+    )
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for name, value in defaults.items():
@@ -357,8 +363,11 @@ def _harness_error(ctx: Context, outcome: ContenderResult, exc: Exception) -> Co
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     progress = Progress()
-    result = run_until_sigterm(run(args, progress))
-    result.write(args.json)
+    if args.report_only:
+        result = RunResult.read(args.json)
+    else:
+        result = run_until_sigterm(run(args, progress))
+        result.write(args.json)
     profile = args.emit_profile
     emit_profile = json.loads(profile.read_text()) if profile and profile.exists() else None
     write_report(result, args.report, args.plots_dir, emit_profile)

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 __all__ = [
     "ContenderResult",
     "Correctness",
@@ -198,3 +200,8 @@ class RunResult:
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> RunResult:
+        """A run as :meth:`write` wrote it (the fields it derives are computed again)."""
+        return msgspec.convert(json.loads(path.read_text()), cls)
